@@ -1,0 +1,20 @@
+{
+  "targets": [
+    {
+      "target_name": "vhost_scsi_native",
+      "sources": [
+        "backend/native/addon.cc",
+        "backend/native/common.cc",
+        "backend/native/eventfd.cc",
+        "backend/native/io.cc",
+        "backend/native/memory.cc",
+        "backend/native/poller.cc",
+        "backend/native/sockets.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "libraries": ["-lpthread"]
+    }
+  ]
+}
