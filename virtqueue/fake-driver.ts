@@ -21,6 +21,11 @@ export interface FakeRegionSpec {
   size: number;
   /** Front-end virtual start; default gpa + FAKE_QVA_BIAS, so GPA/QVA mix-ups show. */
   userAddr?: number;
+  /**
+   * Use these bytes as the region (e.g. a shared memfd mapping a fake frontend hands to a real
+   * backend). Such a region has no canary guards: they cannot be placed around foreign memory.
+   */
+  bytes?: Uint8Array;
 }
 
 /** Default distance between a fake region's user address and its GPA. */
@@ -32,6 +37,7 @@ export const FAKE_GUARD_CANARY = 0xa5;
 interface FakeRegion extends GuestRegion {
   backing: Uint8Array; // guard + region + guard
   cursor: number; // bump allocator offset inside the region
+  guarded: boolean;
 }
 
 export class FakeGuestMemory {
@@ -39,6 +45,13 @@ export class FakeGuestMemory {
 
   constructor(specs: readonly FakeRegionSpec[] = [{ gpa: 0x10_0000, size: 1 << 20 }]) {
     for (const s of specs) {
+      if (s.bytes !== undefined) {
+        if (s.bytes.length !== s.size) throw new RangeError(`region bytes: ${s.bytes.length} bytes for a ${s.size}-byte region`);
+        this.fakeRegions.push({
+          guestPhysAddr: s.gpa, userAddr: s.userAddr ?? s.gpa + FAKE_QVA_BIAS, size: s.size, bytes: s.bytes, backing: s.bytes, cursor: 0, guarded: false,
+        });
+        continue;
+      }
       const backing = new Uint8Array(new ArrayBuffer(s.size + 2 * FAKE_GUARD_BYTES));
       backing.fill(FAKE_GUARD_CANARY, 0, FAKE_GUARD_BYTES);
       backing.fill(FAKE_GUARD_CANARY, FAKE_GUARD_BYTES + s.size);
@@ -49,6 +62,7 @@ export class FakeGuestMemory {
         bytes: backing.subarray(FAKE_GUARD_BYTES, FAKE_GUARD_BYTES + s.size),
         backing,
         cursor: 0,
+        guarded: true,
       });
     }
   }
@@ -155,6 +169,7 @@ export class FakeGuestMemory {
   /** True if no byte of any guard zone around the regions changed. */
   guardsIntact(): boolean {
     for (const r of this.fakeRegions) {
+      if (!r.guarded) continue;
       const b = r.backing;
       for (let i = 0; i < FAKE_GUARD_BYTES; i++) {
         if (b[i] !== FAKE_GUARD_CANARY || b[FAKE_GUARD_BYTES + r.size + i] !== FAKE_GUARD_CANARY) return false;
