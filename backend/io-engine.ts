@@ -1,0 +1,19 @@
+// The target core's IoEngine on top of the addon: vectored I/O straight between the backing file
+// and guest memory on a native thread (no copy through JS buffers, not the libuv fs pool).
+
+import type { IoEngine } from '../scsi-emul';
+import { native } from './native';
+
+const RWF_DSYNC = 1;
+
+export const nativeIoEngine: IoEngine = {
+  preadv(fd, iov, position, cb) {
+    native.preadv(fd, iov, position, cb);
+  },
+  pwritev(fd, iov, position, dsync, cb) {
+    native.pwritev(fd, iov, position, dsync ? RWF_DSYNC : 0, cb);
+  },
+  fdatasync(fd, cb) {
+    native.fdatasync(fd, (err) => cb(err));
+  },
+};

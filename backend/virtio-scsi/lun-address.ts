@@ -1,0 +1,28 @@
+// The 8-byte LUN field of virtio-scsi requests (virtio 1.2 §5.6.6.1): byte 0 is 1, byte 1 the
+// target, bytes 2-3 a single-level LUN (SAM-5 §4.7.7: peripheral 00b or flat 01b addressing),
+// bytes 4-7 zero. Linux always sends the flat format (0x40 | lun >> 8, lun & 0xff).
+
+export const SERVED_TARGET = 0;
+export const MAX_LUN = 16383;
+
+/** Decoded LUN, or -1 when the field does not address a LUN of target 0 (→ VIRTIO_SCSI_S_BAD_TARGET). */
+export function decodeLunField(field: Uint8Array, offset: number): number {
+  // guest-controlled: every byte is checked, nothing is "rounded" to a valid LUN (V6.3).
+  if (field[offset] !== 1 || field[offset + 1] !== SERVED_TARGET) return -1;
+  if ((field[offset + 4] | field[offset + 5] | field[offset + 6] | field[offset + 7]) !== 0) return -1;
+  const b2 = field[offset + 2];
+  const b3 = field[offset + 3];
+  const method = b2 >> 6;
+  if (method === 0b00) return b2 === 0 ? b3 : -1; // peripheral device addressing: bus 0 only
+  if (method === 0b01) return ((b2 & 0x3f) << 8) | b3; // flat space addressing
+  return -1;
+}
+
+/** Encode a LUN the way Linux does (flat addressing), for events and test fakes. */
+export function encodeLunField(lun: number, out: Uint8Array, offset: number): void {
+  out[offset] = 1;
+  out[offset + 1] = SERVED_TARGET;
+  out[offset + 2] = 0x40 | ((lun >> 8) & 0x3f);
+  out[offset + 3] = lun & 0xff;
+  out.fill(0, offset + 4, offset + 8);
+}

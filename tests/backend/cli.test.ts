@@ -1,0 +1,108 @@
+// The command line and config file: every mistake is one clear line and exit status 2.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseLunSpec, loadConfigFile, finishConfig } from '../../backend/config';
+import { parseServeArgs, qemuArgs } from '../../backend/cli';
+import { CLI } from '../e2e/backend-process';
+
+const dir = mkdtempSync(join(tmpdir(), 'vst-cli-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+t.test('--lun specs', async (t) => {
+  t.same(parseLunSpec('0:file:path=/x.img,size=4G,readonly,direct'), {
+    lun: 0, backstore: 'file', path: '/x.img', size: 4 * 2 ** 30, readOnly: true, direct: true, blockSize: 512, writeCache: true,
+  });
+  t.same(parseLunSpec('1:ram:size=512M,block-size=4096,write-cache=off,vendor=ACME,serial=S1'), {
+    lun: 1, backstore: 'ram', size: 512 * 2 ** 20, readOnly: false, direct: false, blockSize: 4096, writeCache: false, vendor: 'ACME', serial: 'S1',
+  });
+  const bad: [string, RegExp][] = [
+    ['x:ram:size=1G', /LUN must be an integer/],
+    ['16384:ram:size=1G', /LUN must be an integer 0\.\.16383/],
+    ['0:tape:size=1G', /unknown backstore "tape"/],
+    ['0:ram', /needs size=/],
+    ['0:file:size=1G', /needs path=/],
+    ['0:ram:size=1G,path=/x', /takes no path/],
+    ['0:ram:size=banana', /size/],
+    ['0:ram:size=1G,colour=red', /unknown option "colour"/],
+    ['0:ram:size=1G,size=2G', /given twice/],
+    ['0:ram:size=1000', /not a multiple of the 512-byte block size/],
+    ['0:ram:size=1G,block-size=1024', /block-size must be 512 or 4096/],
+    ['0:ram:size=1G,vendor=MUCHTOOLONGVENDOR', /vendor must be 1\.\.8 printable/],
+    ['0:ram:size=1G,readonly=maybe', /expected on\/off/],
+    ['nonsense', /expected LUN:BACKSTORE/],
+  ];
+  for (const [spec, re] of bad) t.throws(() => parseLunSpec(spec), re, spec);
+});
+
+t.test('config file', async (t) => {
+  const good = join(dir, 'good.json');
+  writeFileSync(good, JSON.stringify({ socket: '/run/x.sock', queues: 2, logLevel: 'warn', luns: [{ lun: 3, backstore: 'ram', size: '1G' }] }));
+  const c = finishConfig(loadConfigFile(good));
+  t.equal(c.socket, '/run/x.sock');
+  t.equal(c.queues, 2);
+  t.equal(c.initiatorId, 'vhost-user:/run/x.sock', 'stable default initiator port name');
+  t.equal(c.luns[0].lun, 3);
+  const cases: [unknown, RegExp][] = [
+    [[], /top level must be an object/],
+    [{ socket: 5 }, /socket must be a path/],
+    [{ queues: 0 }, /queues must be an integer 1\.\.64/],
+    [{ logLevel: 'loud' }, /logLevel must be/],
+    [{ luns: {} }, /luns must be an array/],
+    [{ luns: [{ lun: 0 }] }, /backstore must be/],
+    [{ colour: 1 }, /unknown key "colour"/],
+  ];
+  for (const [body, re] of cases) {
+    const p = join(dir, 'bad.json');
+    writeFileSync(p, JSON.stringify(body));
+    t.throws(() => loadConfigFile(p), re, JSON.stringify(body));
+  }
+  const notJson = join(dir, 'broken.json');
+  writeFileSync(notJson, '{ "socket": ');
+  t.throws(() => loadConfigFile(notJson), /not valid JSON/);
+  t.throws(() => loadConfigFile(join(dir, 'missing.json')), /ENOENT/);
+  t.throws(() => finishConfig({ socket: 's', luns: [parseLunSpec('0:ram:size=1M'), parseLunSpec('0:ram:size=1M')] }), /configured twice/);
+  t.throws(() => finishConfig({ socket: 's', luns: [parseLunSpec('0:file:path=a'), parseLunSpec('1:file:path=a')] }), /used by two LUNs/);
+  t.throws(() => finishConfig({ luns: [] }), /no socket/);
+  t.throws(() => finishConfig({ socket: 's', luns: [] }), /no LUNs/);
+});
+
+t.test('argument parsing and the QEMU arguments', async (t) => {
+  const p = parseServeArgs(['--socket', 'v.sock', '--lun', '0:ram:size=1G', '--queues=2', '--log-level', 'debug']);
+  t.equal(p.config.queues, 2);
+  t.equal(p.config.logLevel, 'debug');
+  const args = qemuArgs(p.config);
+  t.ok(args.includes('memory-backend-memfd,id=mem0,size=1G,share=on'), 'shared memfd guest memory');
+  t.ok(args.some((a) => /^vhost-user-scsi-pci,chardev=vus0,num_queues=2$/.test(a)));
+  t.throws(() => parseServeArgs(['--socket']), /--socket needs a value/);
+  t.throws(() => parseServeArgs(['--bogus']), /unknown argument "--bogus"/);
+  t.throws(() => parseServeArgs(['--socket', 's', '--lun', '0:ram:size=1G', '--log-level', 'loud']), /--log-level/);
+});
+
+function cli(...args: string[]) {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000 });
+}
+
+t.test('the real CLI: one line and exit 2 for every mistake', async (t) => {
+  for (const args of [
+    ['serve'],
+    ['serve', '--socket', join(dir, 's.sock')],
+    ['serve', '--socket', join(dir, 's.sock'), '--lun', '0:ram'],
+    ['serve', '--socket', join(dir, 's.sock'), '--lun', `0:file:path=${join(dir, 'absent.img')}`],
+    ['frobnicate'],
+  ]) {
+    const r = cli(...args);
+    t.equal(r.status, 2, `${args.join(' ')} → exit 2`);
+    t.match(r.stderr, /^vhost-scsi-ts: .+\n$/, `one clear line: ${r.stderr.trim()}`);
+  }
+  const help = cli('serve', '--help');
+  t.equal(help.status, 0);
+  t.match(help.stdout, /--lun LUN:BACKSTORE/);
+  const caps = cli('--print-capabilities');
+  t.same(JSON.parse(caps.stdout), { type: 'scsi' });
+  const qa = cli('serve', '--socket', 'x.sock', '--lun', '0:ram:size=1G', '--print-qemu-args');
+  t.equal(qa.status, 0);
+  t.match(qa.stdout, /vhost-user-scsi-pci,chardev=vus0,num_queues=1/);
+});
