@@ -1,0 +1,106 @@
+// The shape of an opcode table row and the services a row's handlers get from the core.
+import type { DataDirection } from './constants';
+import type { Task } from './command';
+import type { LogicalUnit, ResolvedIdentity } from './logical-unit';
+import type { NexusRecord } from './nexus';
+
+/** How the core treats a command before its handler runs (bit flags). */
+export const enum CmdFlag {
+  NONE = 0,
+  /** INQUIRY, REPORT LUNS, REQUEST SENSE: a pending unit attention is neither reported nor cleared (SAM-5 §5.14) */
+  UA_EXEMPT = 1 << 0,
+  /** served for a LUN with no logical unit (null LU; SPC-4 §6.6.2 peripheral qualifier 011b) */
+  NULL_LU_OK = 1 << 1,
+  /** modifies the medium: DATA PROTECT / WRITE PROTECTED on a write-protected LU (reliability.md V7.12) */
+  WRITES_MEDIUM = 1 << 2,
+  /** data-in limited by an ALLOCATION LENGTH: truncated to the buffer, never OVERRUN (SPC-4 §4.3.5.6) */
+  ALLOCATION_LENGTH = 1 << 3,
+  /** makes cached data durable: refused while the LU is in the failed (write-back error) state */
+  FLUSHES = 1 << 4,
+}
+
+/**
+ * Row type in SPC-4 §5.9.3 table 45 / SBC-3 §4.17 table 13 ("commands allowed in the presence
+ * of various reservations"), for the reservation gate. Describes a non-holder's access.
+ */
+export const enum PrAccess {
+  /** allowed under every reservation type (INQUIRY, REPORT LUNS, REQUEST SENSE, TEST UNIT READY, READ CAPACITY) */
+  ALLOWED,
+  /** allowed under Write Exclusive types, conflict under Exclusive Access types (READ, MODE SENSE) */
+  ALLOWED_WRITE_EXCLUSIVE,
+  /** conflict under both (WRITE, SYNCHRONIZE CACHE) */
+  CONFLICT,
+  /** START STOP UNIT: START=1 allowed, START=0 conflict (SBC-3 table 13) */
+  START_STOP,
+}
+
+/**
+ * Access needed from the target port's asymmetric access state (SPC-4 §5.15.2.4), for the
+ * ALUA gate.
+ */
+export const enum AluaAccess {
+  /** allowed in every state, transitioning and unavailable included (INQUIRY, REPORT LUNS, REQUEST SENSE) */
+  ALWAYS,
+  /** allowed in the standby state too (MODE SENSE and the other §5.15.2.4.4 commands) */
+  STANDBY,
+  /** needs an active state (everything touching the medium) */
+  ACTIVE,
+}
+
+/** What a store operation started by a handler was, so its completion can be accounted. */
+export const enum IoKind {
+  NONE = 0,
+  READ = 1,
+  WRITE = 2,
+  FLUSH = 3,
+}
+
+/** Returned by execute() when store I/O is in flight; the core completes the command later. */
+export const EXECUTE_ASYNC = -1;
+
+/** Services the core gives to handlers. */
+export interface Core {
+  /** A zeroed buffer of at least n bytes to build data-in in; read by the core right after execute returns. */
+  response(n: number): Uint8Array;
+  /** Largest data transfer of one command (VPD B0 MAXIMUM TRANSFER LENGTH × block size). */
+  readonly maxTransferBytes: number;
+  /** Configured LUNs, ascending. */
+  lunList(): readonly number[];
+  /** Identity for INQUIRY to a LUN with no logical unit. */
+  readonly defaultIdentity: ResolvedIdentity;
+  /** REPORT LUNS was processed for this nexus: clear REPORTED LUNS DATA HAS CHANGED on every LU. */
+  reportedLunsSeen(nexus: NexusRecord): void;
+  /** Starts store I/O for the task; completion goes through task.ioDone. Returns EXECUTE_ASYNC. */
+  startRead(task: Task, offset: number, len: number): number;
+  startWrite(task: Task, offset: number, len: number, fua: boolean): number;
+  startFlush(task: Task): number;
+}
+
+/**
+ * One row of the opcode table. parse() validates the CDB fields and fixes the command's
+ * geometry; execute() does the work and returns the number of data-in bytes it built in
+ * core.response() (0 for none) or EXECUTE_ASYNC. Both throw SenseError for CHECK CONDITION.
+ */
+export interface CommandDef {
+  readonly name: string;
+  readonly opcode: number;
+  /** service action, or -1 when the operation code has none */
+  readonly serviceAction: number;
+  /** byte and mask of the service action field (SPC-4 §4.3.4), when serviceAction >= 0 */
+  readonly saByte: number;
+  readonly saMask: number;
+  readonly cdbLength: number;
+  /**
+   * CDB USAGE DATA (SPC-4 §6.35.3, REPORT SUPPORTED OPERATION CODES): byte 0 is the opcode, a
+   * service action byte holds the service action, every other bit is 1 if the device server
+   * evaluates that CDB bit. A bit that is 0 here must be 0 in a CDB (reserved, or a field we do
+   * not support): the core rejects it with INVALID FIELD IN CDB pointing at it (V7.2).
+   */
+  readonly usage: Uint8Array;
+  readonly direction: DataDirection;
+  readonly flags: number;
+  readonly pr: PrAccess;
+  readonly alua: AluaAccess;
+  parse(task: Task, cdb: Uint8Array, lu: LogicalUnit | null, core: Core): void;
+  execute(core: Core, task: Task): number;
+}
