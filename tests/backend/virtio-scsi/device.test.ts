@@ -3,7 +3,8 @@
 // SPC-4 / SAM-5.
 import t, { type Test } from 'tap';
 import { FakeGuestMemory, FakeSplitDriver, featureBit, VirtioFeature } from '../../../virtqueue';
-import { createRamStore, LogicalUnit, ScsiTarget } from '../../../scsi-emul';
+import { createRamStore, LogicalUnit, ScsiTarget, type BlockStore } from '../../../scsi-emul';
+import { FakeBlockStore } from '../../../scsi-emul/testing';
 import { VirtioScsiDevice } from '../../../backend/virtio-scsi/device';
 import type { VringSetup } from '../../../backend/vhost-user/device';
 import { Logger } from '../../../backend/log';
@@ -31,14 +32,14 @@ t.afterEach(() => {
   for (const fd of openFds.splice(0)) native.close(fd);
 });
 
-function rig(opts: { luns?: number[]; queues?: number } = {}): Rig {
+function rig(opts: { luns?: number[]; queues?: number; store?: BlockStore; stopDeadlineMs?: number } = {}): Rig {
   const mem = new FakeGuestMemory([{ gpa: 0x10_0000, size: 4 << 20 }]);
   const target = new ScsiTarget();
   for (const lun of opts.luns ?? [0]) {
-    target.addLogicalUnit(lun, new LogicalUnit(createRamStore({ sizeBytes: 8 << 20 }), { name: `lun${lun}` }));
+    target.addLogicalUnit(lun, new LogicalUnit(opts.store ?? createRamStore({ sizeBytes: 8 << 20 }), { name: `lun${lun}` }));
   }
   const device = new VirtioScsiDevice({
-    target, nexus: { initiatorPort: 'test-initiator', targetPortId: 1 }, numRequestQueues: opts.queues ?? 1, log: silent,
+    target, nexus: { initiatorPort: 'test-initiator', targetPortId: 1 }, numRequestQueues: opts.queues ?? 1, log: silent, stopDeadlineMs: opts.stopDeadlineMs,
   });
   device.connected();
   const features = featureBit(VirtioFeature.VERSION_1) | featureBit(VirtioFeature.RING_INDIRECT_DESC) | featureBit(VirtioFeature.RING_EVENT_IDX);
@@ -247,7 +248,7 @@ t.test('event queue: held buffers, EVENTS_MISSED, rewind on stop (§5.6.6.3)', a
   t.ok(r.device.postEvent(1, 3, 1));
   await settle();
   t.same(d.readUsed().map((u) => u.id), [h1]);
-  t.same([...d.readWritable(h1)], [1, 0, 0, 0x80, 1, 0, 0x40, 3, 0, 0, 0, 0, 1, 0, 0, 0], 'TRANSPORT_RESET|EVENTS_MISSED, LUN 3, RESCAN');
+  t.same([...d.readWritable(h1)], [1, 0, 0, 0x80, 1, 0, 0, 3, 0, 0, 0, 0, 1, 0, 0, 0], 'TRANSPORT_RESET|EVENTS_MISSED, LUN 3 (peripheral, as REPORT LUNS), RESCAN');
   const idx = await new Promise<number>((res) => r.device.stopQueue(1, res));
   t.equal(idx, 1, 'the held buffer is given back: next avail index rewound to 1');
   void h2;
@@ -259,4 +260,46 @@ t.test('GET_VRING_BASE on a request queue reports the next avail index', async (
   await submit(r, cmdReq([0, 0, 0, 0, 0, 0]), 0);
   const idx = await new Promise<number>((res) => r.device.stopQueue(2, res));
   t.equal(idx, 2);
+});
+
+function offer(r: Rig, queue: number, req: Uint8Array, writable: number[]): number {
+  const d = r.drivers[queue];
+  const head = d.addChain([req], writable, { kick: false });
+  if (d.kick()) native.eventfdWrite(r.kickFds[queue], 1);
+  return head;
+}
+
+t.test('GET_VRING_BASE waits for in-flight I/O before answering (reliability.md §4.2)', async (t) => {
+  const store = new FakeBlockStore({ sizeBytes: 1 << 20, manual: true });
+  const r = rig({ store });
+  await submit(r, cmdReq([0, 0, 0, 0, 0, 0]), 0); // UA
+  const head = offer(r, 2, cmdReq([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), [RESP_HDR, 512]);
+  await settle();
+  t.equal(store.pending('read').length, 1, 'the read is in flight');
+  let stoppedAt = -1;
+  r.device.stopQueue(2, (idx) => { stoppedAt = idx; });
+  await settle();
+  t.equal(stoppedAt, -1, 'no reply while the read is outstanding');
+  store.pending('read')[0].complete();
+  await settle();
+  t.equal(stoppedAt, 2, 'answered once it completed');
+  t.same(r.drivers[2].readUsed().map((u) => u.id), [head], 'and its completion was published before the reply');
+});
+
+t.test('past the stop deadline, late completions never touch guest memory (V8.3)', async (t) => {
+  const store = new FakeBlockStore({ sizeBytes: 1 << 20, manual: true });
+  const r = rig({ store, stopDeadlineMs: 50 });
+  await submit(r, cmdReq([0, 0, 0, 0, 0, 0]), 0); // UA
+  const head = offer(r, 2, cmdReq([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), [RESP_HDR, 512]);
+  await settle();
+  const started = Date.now();
+  const idx = await new Promise<number>((res) => r.device.stopQueue(2, res));
+  t.ok(Date.now() - started >= 45, 'waited for the deadline');
+  t.equal(idx, 2, 'the abandoned request counts as consumed');
+  const before = r.drivers[2].readWritable(head).slice(0, RESP_HDR);
+  const usedBefore = r.drivers[2].usedIdx;
+  store.pending('read')[0].complete();
+  await settle();
+  t.same(r.drivers[2].readWritable(head).slice(0, RESP_HDR), before, 'response header untouched');
+  t.equal(r.drivers[2].usedIdx, usedBefore, 'used ring untouched');
 });
