@@ -3,12 +3,29 @@ import type { ITNexus } from './command';
 
 /** One known I_T nexus. Identity is by value; fabrics may pass fresh ITNexus objects. */
 export class NexusRecord {
-  constructor(readonly initiatorPort: string, readonly targetPortId: number) {}
+  /** SPC-4 PROTOCOL IDENTIFIER of the target port, or -1 when the transport has none (virtio) */
+  readonly protocolId: number;
+  /** SCSI name string of the target port, or '' */
+  readonly targetPortName: string;
+  /** target port group (VPD 83h type 5h); the ALUA configuration may change it */
+  targetPortGroup: number;
+
+  constructor(readonly initiatorPort: string, readonly targetPortId: number, port?: ITNexus) {
+    this.protocolId = port?.protocolId ?? -1;
+    this.targetPortName = port?.targetPortName ?? '';
+    this.targetPortGroup = port?.targetPortGroup ?? 1;
+  }
 }
+
+/** SCSI name strings are UTF-8, at most 255 bytes with the terminator (SPC-4 §7.8.6.11); we accept printable ASCII. */
+const SCSI_NAME = /^[\x21-\x7e]{1,251}$/;
 
 export function validNexus(n: ITNexus | null | undefined): boolean {
   return n !== null && typeof n === 'object' && typeof n.initiatorPort === 'string' &&
-    Number.isInteger(n.targetPortId) && n.targetPortId >= 1 && n.targetPortId <= 0xffff;
+    Number.isInteger(n.targetPortId) && n.targetPortId >= 1 && n.targetPortId <= 0xffff &&
+    (n.protocolId === undefined || (Number.isInteger(n.protocolId) && n.protocolId >= 0 && n.protocolId <= 0x0f)) &&
+    (n.targetPortName === undefined || (typeof n.targetPortName === 'string' && SCSI_NAME.test(n.targetPortName))) &&
+    (n.targetPortGroup === undefined || (Number.isInteger(n.targetPortGroup) && n.targetPortGroup >= 0 && n.targetPortGroup <= 0xffff));
 }
 
 export class NexusRegistry {
@@ -28,7 +45,7 @@ export class NexusRegistry {
 
   /** Creates the record for a nexus not seen before. */
   add(n: ITNexus): NexusRecord {
-    const rec = new NexusRecord(n.initiatorPort, n.targetPortId);
+    const rec = new NexusRecord(n.initiatorPort, n.targetPortId, n);
     let ports = this.byPort.get(n.initiatorPort);
     if (ports === undefined) {
       ports = new Map();

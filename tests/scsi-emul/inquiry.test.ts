@@ -76,7 +76,7 @@ t.test('reserved and unsupported CDB bits are INVALID FIELD with a bit pointer',
 t.test('VPD 00h supported pages', (t) => {
   const { target } = setup();
   const r = run(target, { cdb: INQ(255, 1, 0x00), dataIn: 255 });
-  t.equal(toHex(r.data), '00 00 00 06 00 80 83 b0 b1 b2');
+  t.equal(toHex(r.data), '00 00 00 0a 00 80 83 86 87 88 8f b0 b1 b2', 'generated from the VPD table, ascending');
   t.end();
 });
 
@@ -103,7 +103,7 @@ t.test('VPD 83h device identification', (t) => {
   run(target, { lun: 1, nexus, cdb: [0x03, 0, 0, 0, 252, 0], dataIn: 252 }); // consume 29/00
   const r = run(target, { lun: 1, nexus, cdb: INQ(255, 1, 0x83), dataIn: 255 });
   const d = r.data;
-  t.equal(toHex(d.subarray(0, 4)), '00 83 00 3e', 'page length 62 = 20 + (4 + 30) + 8');
+  t.equal(toHex(d.subarray(0, 4)), '00 83 00 7a', 'page length 122 = 20 + (4 + 30) + 44 + 8 + 8 + 8');
   // NAA: binary, LU association, type 3, length 16; NAA 6h + company id ABCDEFh.
   t.equal(toHex(d.subarray(4, 8)), '01 03 00 10');
   t.equal(d[8], 0x6a);
@@ -113,9 +113,19 @@ t.test('VPD 83h device identification', (t) => {
   // T10 vendor id: ASCII, type 1, vendor + product + serial.
   t.equal(toHex(d.subarray(24, 28)), '02 01 00 1e');
   t.same(d.subarray(28, 58), ascii('VHOST-TSvhost-scsi-ts   SER123'));
-  // Relative target port 2: binary, PIV=0, target port association, type 4.
-  t.equal(toHex(d.subarray(58, 66)), '01 14 00 04 00 00 00 02');
-  t.equal(d.length, 66);
+  // SCSI name string "naa." + the NAA in upper-case hex: UTF-8, LU association, type 8,
+  // 36 characters + terminator padded to 40 (SPC-4 §7.8.6.11).
+  t.equal(toHex(d.subarray(58, 62)), '03 08 00 28');
+  const naaHex = Array.from(d.subarray(8, 24), (x) => x.toString(16).padStart(2, '0').toUpperCase()).join('');
+  t.same(d.subarray(62, 98), ascii('naa.' + naaHex));
+  t.same(d.subarray(98, 102), new Uint8Array(4), 'null terminated and padded');
+  // Logical unit group 0: binary, LU association, type 6 (SPC-4 §7.8.6.8).
+  t.equal(toHex(d.subarray(102, 110)), '01 06 00 04 00 00 00 00');
+  // Relative target port 2: binary, PIV=0 (virtio has no protocol id), target port association, type 4.
+  t.equal(toHex(d.subarray(110, 118)), '01 14 00 04 00 00 00 02');
+  // Target port group 1: type 5 (SPC-4 §7.8.6.7).
+  t.equal(toHex(d.subarray(118, 126)), '01 15 00 04 00 00 00 01');
+  t.equal(d.length, 126);
 
   const again = run(target, { lun: 1, nexus, cdb: INQ(255, 1, 0x83), dataIn: 255 });
   t.same(again.data.subarray(8, 24), d.subarray(8, 24), 'NAA designator is stable');
@@ -129,24 +139,25 @@ t.test('VPD B0h block limits, B1h characteristics, B2h provisioning', (t) => {
   const { target } = setup();
   let r = run(target, { cdb: INQ(255, 1, 0xb0), dataIn: 255 });
   t.equal(r.data.length, 64);
-  // OPTIMAL TRANSFER LENGTH GRANULARITY 8 (4 KiB), MAXIMUM TRANSFER LENGTH 8192 (4 MiB / 512).
-  t.equal(toHex(r.data.subarray(0, 16)), '00 b0 00 3c 00 00 00 08 00 00 20 00 00 00 00 00');
-  t.same(r.data.subarray(16), new Uint8Array(48));
+  // OPTIMAL TRANSFER LENGTH GRANULARITY 8 (4 KiB), MAXIMUM TRANSFER LENGTH 8192 (4 MiB / 512);
+  // the other fields come from lu.blockLimits (tests/scsi-emul/spc-vpd.test.ts checks the mapping).
+  t.equal(toHex(r.data.subarray(0, 4)), '00 b0 00 3c');
+  t.equal(toHex(r.data.subarray(6, 12)), '00 08 00 00 20 00');
   r = run(target, { cdb: INQ(255, 1, 0xb1), dataIn: 255 });
   t.equal(toHex(r.data.subarray(0, 8)), '00 b1 00 3c 00 01 00 00', 'MEDIUM ROTATION RATE 1: non-rotating');
   t.equal(r.data.length, 64);
   r = run(target, { cdb: INQ(255, 1, 0xb2), dataIn: 255 });
-  t.equal(toHex(r.data), '00 b2 00 04 00 00 00 00');
+  t.equal(toHex(r.data.subarray(0, 4)), '00 b2 00 04', 'DP=0: page length 4');
 
   const big = setup({ lu: { blockSize: 4096 }, target: { maxTransferBytes: 1 << 20 } });
   r = run(big.target, { cdb: INQ(255, 1, 0xb0), dataIn: 255 });
-  t.equal(toHex(r.data.subarray(4, 12)), '00 00 00 01 00 00 01 00', '4096-byte blocks: granularity 1, 256 blocks');
+  t.equal(toHex(r.data.subarray(6, 12)), '00 01 00 00 01 00', '4096-byte blocks: granularity 1, 256 blocks');
   t.end();
 });
 
 t.test('unsupported VPD page is INVALID FIELD IN CDB', (t) => {
   const { target } = setup();
-  for (const page of [0x01, 0x86, 0xb3, 0xff]) {
+  for (const page of [0x01, 0x89, 0xb3, 0xff]) {
     const r = run(target, { cdb: INQ(255, 1, page), dataIn: 255 });
     t.equal(toHex(r.sense), '70 00 05 00 00 00 00 0a 00 00 00 00 24 00 00 c0 00 02', `page ${page.toString(16)}`);
   }

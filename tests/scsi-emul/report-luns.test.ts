@@ -23,8 +23,15 @@ t.test('LUN list: peripheral addressing below 256, flat space above (SAM-5 §4.7
     '00 01 00 00 00 00 00 00 ' +
     '41 2c 00 00 00 00 00 00 ' +
     '7f ff 00 00 00 00 00 00');
-  t.same(run(target, { cdb: RL(2, 256), dataIn: 256 }).data, r.data, 'SELECT REPORT 02h: the same (no well-known LUs)');
-  t.equal(toHex(run(target, { cdb: RL(1, 256), dataIn: 256 }).data), '00 00 00 00 00 00 00 00', '01h: well known only');
+  t.equal(toHex(run(target, { cdb: RL(2, 256), dataIn: 256 }).data),
+    '00 00 00 28 00 00 00 00 ' +
+    '00 00 00 00 00 00 00 00 ' +
+    '00 01 00 00 00 00 00 00 ' +
+    '41 2c 00 00 00 00 00 00 ' +
+    '7f ff 00 00 00 00 00 00 ' +
+    'c1 01 00 00 00 00 00 00', 'SELECT REPORT 02h: and the REPORT LUNS well known LU (W-LUN C101h)');
+  t.equal(toHex(run(target, { cdb: RL(1, 256), dataIn: 256 }).data),
+    '00 00 00 08 00 00 00 00 c1 01 00 00 00 00 00 00', '01h: well known only');
   t.end();
 });
 
