@@ -144,6 +144,12 @@ export interface Binding {
   fdatasync(fd: number, callback: IoCallback): void;
   /** fallocate(FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE), length >= 1 — synchronous; for UNMAP. */
   punchHole(fd: number, offset: number, length: number): void;
+  /**
+   * lseek(fd, offset, whence) with whence 3 = SEEK_DATA or 4 = SEEK_HOLE (other
+   * values: RangeError) — synchronous; for GET LBA STATUS. Returns the offset
+   * found, or -1 on ENXIO (no data at or after offset); other errors throw.
+   */
+  lseekData(fd: number, offset: number, whence: 3 | 4): number;
   /** Synchronous vectored variants for fast inline paths (tmpfs/page cache): return bytes (short only at EOF for reads). */
   preadvSync(fd: number, iov: readonly Uint8Array[], position: number): number;
   pwritevSync(fd: number, iov: readonly Uint8Array[], position: number, flags: number): number;

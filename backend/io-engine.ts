@@ -16,4 +16,17 @@ export const nativeIoEngine: IoEngine = {
   fdatasync(fd, cb) {
     native.fdatasync(fd, (err) => cb(err));
   },
+  // fallocate is synchronous in the addon (a metadata operation); UNMAP is not a hot path.
+  punchHole(fd, offset, len, cb) {
+    try {
+      native.punchHole(fd, offset, len);
+    } catch (e) {
+      cb(e as NodeJS.ErrnoException);
+      return;
+    }
+    cb(null);
+  },
+  seekData(fd, offset, whence) {
+    return native.lseekData(fd, offset, whence);
+  },
 };

@@ -1,7 +1,10 @@
 // A store backed by a regular file or a block device, through an IoEngine.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BlockStore, IoEngine, checkStoreSize, nodeFsIoEngine, rangeError, storeError } from './store';
+import {
+  BlockStore, IoEngine, SEEK_DATA, SEEK_HOLE, StoreExtent, ZERO_FILL_CHUNK, checkStoreSize, growError, nodeFsIoEngine,
+  rangeError, storeError,
+} from './store';
 import { copyFromSegments, copyIntoSegmentsAt, segmentsLength, sliceSegments } from './bytes';
 
 export interface FileStoreOptions {
@@ -30,6 +33,8 @@ const ALIGN_SPAN = 4096;
 const ALIGN_STEP = 16;
 
 const EMPTY: readonly Uint8Array[] = [];
+/** Source of the zero-writing deallocation fallback; only ever read. */
+const ZERO_SEGMENTS: readonly Uint8Array[] = [new Uint8Array(ZERO_FILL_CHUNK)];
 
 /** One outstanding store operation; pooled so the I/O path allocates no closures. */
 class IoOp {
@@ -49,7 +54,6 @@ class IoOp {
 }
 
 export class FileStore implements BlockStore {
-  readonly sizeBytes: number;
   readonly readOnly: boolean;
   readonly name: string;
   readonly path: string;
@@ -61,6 +65,8 @@ export class FileStore implements BlockStore {
   private readonly pool: IoOp[] = [];
   private inFlight = 0;
   private closed = false;
+  /** cleared when the file system says it cannot punch holes (deallocate writes zeros then) */
+  private canPunch = true;
   private closeWaiters: ((err: Error | null) => void)[] = [];
   // O_DIRECT bounce state.
   private readonly arena: Uint8Array | null = null;
@@ -73,9 +79,11 @@ export class FileStore implements BlockStore {
   private bounceChunk = 0;
   private readonly onBounceIo: (err: NodeJS.ErrnoException | null, bytes: number) => void;
 
+  private size: number;
+
   constructor(fd: number, sizeBytes: number, opts: FileStoreOptions) {
     this._fd = fd;
-    this.sizeBytes = sizeBytes;
+    this.size = sizeBytes;
     this.readOnly = opts.readOnly === true;
     this.direct = opts.direct === true;
     this.path = opts.path;
@@ -90,6 +98,63 @@ export class FileStore implements BlockStore {
     return this._fd;
   }
 
+  get sizeBytes(): number {
+    return this.size;
+  }
+
+  /**
+   * Grows the store. A regular file shorter than `sizeBytes` is extended with ftruncate (the new
+   * range is a hole: reads return zeros, no space is used) and the new length made durable; a
+   * file or block device the operator already grew to exactly `sizeBytes` is taken as it is.
+   * Anything else is refused, as at open time: the configured size must equal the medium's.
+   */
+  resize(sizeBytes: number, cb: (err: Error | null) => void): void {
+    const err = growError(this.name, this.closed, this.size, sizeBytes);
+    if (err !== null || sizeBytes === this.size) {
+      cb(err);
+      return;
+    }
+    this.inFlight++;
+    const finish = (e: Error | null): void => {
+      if (e === null) this.size = sizeBytes;
+      this.inFlight--;
+      cb(e);
+      this.maybeClose();
+    };
+    fs.fstat(this._fd, { bigint: true }, (statErr, st) => {
+      if (statErr) {
+        finish(statErr);
+        return;
+      }
+      let have: number;
+      try {
+        have = st.isFile() ? Number(st.size) : blockDeviceSize(st.rdev, `file store ${this.path}`);
+      } catch (e) {
+        finish(e as Error);
+        return;
+      }
+      if (have === sizeBytes) {
+        finish(null);
+        return;
+      }
+      const refusal = !st.isFile() ? 'grow the block device first'
+        : have > sizeBytes ? 'the configured size must equal the image size'
+          : this.readOnly ? 'the store is read-only' : null;
+      if (refusal !== null) {
+        finish(storeError('EINVAL', `${this.name}: holds ${have} bytes, cannot become ${sizeBytes} (${refusal})`));
+        return;
+      }
+      fs.ftruncate(this._fd, sizeBytes, (truncErr) => {
+        if (truncErr) {
+          finish(truncErr);
+          return;
+        }
+        // fdatasync(2) writes the metadata needed to read the data back, the new length included.
+        this.engine.fdatasync(this._fd, (syncErr) => finish(syncErr));
+      });
+    });
+  }
+
   read(offset: number, segments: readonly Uint8Array[], len: number, cb: (err: Error | null) => void): void {
     this.start(false, offset, segments, len, false, cb);
   }
@@ -100,6 +165,79 @@ export class FileStore implements BlockStore {
       return;
     }
     this.start(true, offset, segments, len, fua, cb);
+  }
+
+  /**
+   * fallocate(PUNCH_HOLE|KEEP_SIZE) through the engine: the range becomes a hole that reads
+   * as zeros and costs no space. A file system (or engine) that cannot punch gets zeros
+   * written instead, from then on, so the LBPRZ=1 promise holds either way.
+   */
+  deallocate(offset: number, len: number, cb: (err: Error | null) => void): void {
+    const err = this.closed ? storeError('EBADF', `${this.name}: store is closed`)
+      : this.readOnly ? storeError('EROFS', `${this.name}: store is read-only`)
+        : rangeError(this, offset, len);
+    if (err !== null || len === 0) {
+      cb(err);
+      return;
+    }
+    const engine = this.engine;
+    if (engine.punchHole === undefined || !this.canPunch) {
+      this.zeroFill(offset, len, cb);
+      return;
+    }
+    this.inFlight++;
+    engine.punchHole(this._fd, offset, len, (punchErr) => {
+      this.inFlight--;
+      const code = punchErr?.code;
+      // EINVAL: an O_DIRECT descriptor given to an engine whose "punch" writes unaligned zeros.
+      if (code === 'EOPNOTSUPP' || code === 'ENOTSUP' || code === 'ENOSYS' || (code === 'EINVAL' && this.direct)) {
+        this.canPunch = false;
+        this.zeroFill(offset, len, cb);
+      } else {
+        cb(punchErr);
+      }
+      this.maybeClose();
+    });
+  }
+
+  /** Writes zeros over the range in ZERO_FILL_CHUNK pieces through the normal write path. */
+  private zeroFill(offset: number, len: number, cb: (err: Error | null) => void): void {
+    let done = 0;
+    const next = (err: Error | null): void => {
+      if (err !== null || done >= len) {
+        cb(err);
+        return;
+      }
+      const n = Math.min(ZERO_FILL_CHUNK, len - done);
+      const pos = offset + done;
+      done += n;
+      this.start(true, pos, ZERO_SEGMENTS, n, false, next);
+    };
+    next(null);
+  }
+
+  /**
+   * SEEK_DATA / SEEK_HOLE through the engine (sizes of runs are whatever the file system
+   * reports, usually its block size). Without seekData, or where lseek cannot tell (block
+   * devices answer EINVAL on some kernels), everything counts as mapped.
+   */
+  extentAt(offset: number, maxLen: number): StoreExtent {
+    const end = Math.min(this.size, offset + maxLen);
+    const seek = this.engine.seekData;
+    if (seek === undefined || this._fd < 0 || offset >= end) return { deallocated: false, length: Math.max(1, end - offset) };
+    let data: number;
+    try {
+      data = seek.call(this.engine, this._fd, offset, SEEK_DATA);
+      if (data === offset) {
+        const hole = seek.call(this.engine, this._fd, offset, SEEK_HOLE);
+        return { deallocated: false, length: (hole < 0 || hole > end ? end : hole) - offset };
+      }
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EINVAL') return { deallocated: false, length: end - offset };
+      throw e;
+    }
+    // No data before `end` (ENXIO = none up to EOF): a hole.
+    return { deallocated: true, length: (data < 0 || data > end ? end : data) - offset };
   }
 
   flush(cb: (err: Error | null) => void): void {

@@ -1,21 +1,32 @@
 // A memory-backed store: 1 MiB chunks allocated on first write, so a large LUN costs nothing
 // until used; reads of never-written chunks return zeros. One copy per I/O.
-import { BlockStore, checkStoreSize, rangeError, storeError } from './store';
+import { BlockStore, StoreExtent, checkStoreSize, growError, rangeError, storeError } from './store';
 import { segmentsLength } from './bytes';
 
 export const RAM_CHUNK_SIZE = 1 << 20;
 
 export class RamStore implements BlockStore {
-  readonly sizeBytes: number;
   readonly readOnly = false;
   readonly name: string;
   private readonly chunks = new Map<number, Uint8Array>();
   private closed = false;
+  private size: number;
 
   constructor(sizeBytes: number, name: string) {
     checkStoreSize(sizeBytes, `ram store ${name}`);
-    this.sizeBytes = sizeBytes;
+    this.size = sizeBytes;
     this.name = name;
+  }
+
+  get sizeBytes(): number {
+    return this.size;
+  }
+
+  /** Grows the store; costs nothing until the new range is written (chunks are lazy). */
+  resize(sizeBytes: number, cb: (err: Error | null) => void): void {
+    const err = growError(this.name, this.closed, this.size, sizeBytes);
+    if (err === null) this.size = sizeBytes;
+    cb(err);
   }
 
   /** Bytes of chunk memory allocated so far (tests and metrics). */
@@ -43,6 +54,42 @@ export class RamStore implements BlockStore {
     // Memory has no volatile cache separate from the medium, so FUA needs nothing extra.
     this.transfer(offset, segments, len, true);
     cb(null);
+  }
+
+  /**
+   * Whole chunks in the range are dropped (their memory is released); the ends of the range
+   * inside a chunk are zeroed, so the range reads as zeros either way (LBPRZ=1).
+   */
+  deallocate(offset: number, len: number, cb: (err: Error | null) => void): void {
+    const err = this.closed ? storeError('EBADF', `${this.name}: store is closed`) : rangeError(this, offset, len);
+    if (err) {
+      cb(err);
+      return;
+    }
+    let pos = offset;
+    const end = offset + len;
+    while (pos < end) {
+      const chunkIdx = Math.floor(pos / RAM_CHUNK_SIZE);
+      const chunkStart = chunkIdx * RAM_CHUNK_SIZE;
+      const n = Math.min(end, chunkStart + RAM_CHUNK_SIZE) - pos;
+      const chunk = this.chunks.get(chunkIdx);
+      if (chunk !== undefined) {
+        if (n === RAM_CHUNK_SIZE) this.chunks.delete(chunkIdx);
+        else chunk.fill(0, pos - chunkStart, pos - chunkStart + n);
+      }
+      pos += n;
+    }
+    cb(null);
+  }
+
+  /** Runs of allocated (mapped) and absent (deallocated) chunks, clipped to maxLen. */
+  extentAt(offset: number, maxLen: number): StoreExtent {
+    const end = Math.min(this.size, offset + maxLen);
+    let idx = Math.floor(offset / RAM_CHUNK_SIZE);
+    const deallocated = !this.chunks.has(idx);
+    let pos = (idx + 1) * RAM_CHUNK_SIZE;
+    while (pos < end && this.chunks.has(++idx) !== deallocated) pos += RAM_CHUNK_SIZE;
+    return { deallocated, length: Math.max(1, Math.min(pos, end) - offset) };
   }
 
   flush(cb: (err: Error | null) => void): void {

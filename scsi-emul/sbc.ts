@@ -1,7 +1,7 @@
 // Handlers for the SBC-3 commands: READ/WRITE(6/10/12/16), READ CAPACITY(10/16),
 // SYNCHRONIZE CACHE(10/16), START STOP UNIT.
 import type { Task } from './command';
-import type { Core } from './command-def';
+import { Core, EXECUTE_ASYNC } from './command-def';
 import type { LogicalUnit } from './logical-unit';
 import { Opcode } from './constants';
 import { Sense, SenseError } from './sense';
@@ -78,12 +78,16 @@ export function parseReadWrite(task: Task, cdb: Uint8Array, lu: LogicalUnit | nu
 export function executeRead(core: Core, task: Task): number {
   // SBC-3 §5.10: TRANSFER LENGTH 0 in READ(10/12/16) transfers nothing and is not an error.
   if (task.blocks === 0) return 0;
-  return core.startRead(task, task.lba * task.lu!.blockSize, task.dataLength);
+  const lu = task.lu!;
+  // Shared range lock: a counter bump unless a COMPARE AND WRITE / WRITE ATOMIC exists (range-lock.ts).
+  if (task.lockState === 0 && !lu.rangeLock.acquire(task, task.lba, task.lba + task.blocks, false)) return EXECUTE_ASYNC;
+  return core.startRead(task, task.lba * lu.blockSize, task.dataLength);
 }
 
 export function executeWrite(core: Core, task: Task): number {
   if (task.blocks === 0) return 0;
   const lu = task.lu!;
+  if (task.lockState === 0 && !lu.rangeLock.acquire(task, task.lba, task.lba + task.blocks, false)) return EXECUTE_ASYNC;
   // Write-through (WCE=0) behaves as if every write had FUA (reliability.md §4.6).
   return core.startWrite(task, task.lba * lu.blockSize, task.dataLength, task.fua || !lu.writeCache);
 }
@@ -116,12 +120,15 @@ export function parseReadCapacity16(task: Task, cdb: Uint8Array): void {
 
 export function executeReadCapacity16(core: Core, task: Task): number {
   const lu = task.lu!;
-  // SBC-3 §5.16.2 table 65: P_TYPE/PROT_EN=0 (no protection information), LOGICAL BLOCKS
-  // PER PHYSICAL BLOCK EXPONENT=0, LBPME=0 and LBPRZ=0 (no provisioning management, matching
-  // VPD B2h), LOWEST ALIGNED LBA=0.
+  // SBC-3 r36 §5.16.2 table 65: byte 12 P_TYPE/PROT_EN=0 (no protection information); byte 13
+  // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (3 for 512e); byte 14 LBPME and LBPRZ from the
+  // same lu.provisioning VPD B2h reports; LOWEST ALIGNED LBA 0.
   const b = core.response(32);
   putBe64(b, 0, lu.blocks - 1);
   putBe32(b, 8, lu.blockSize);
+  b[13] = lu.physicalBlockExponent & 0x0f;
+  const p = lu.provisioning;
+  b[14] = (p.lbpme ? 0x80 : 0) | (p.lbprz ? 0x40 : 0);
   return 32;
 }
 
@@ -156,19 +163,47 @@ export function executeSynchronizeCache(core: Core, task: Task): number {
   return core.startFlush(task);
 }
 
-// ---- START STOP UNIT (SBC-3 §5.25) ----
+// ---- START STOP UNIT (SBC-3 r36 §5.25) ----
 
 const SSU_START = 1;
 const SSU_NO_FLUSH = 2;
+/** POWER CONDITION ≠ 0h: START, LOEJ and NO_FLUSH are ignored and nothing is done */
+const SSU_POWER = 4;
+
+/** POWER CONDITION values (SBC-3 r36 §5.25 table 120). */
+export const enum PowerCondition {
+  START_VALID = 0x0,
+  ACTIVE = 0x1,
+  IDLE = 0x2,
+  STANDBY = 0x3,
+  LU_CONTROL = 0x7,
+  FORCE_IDLE_0 = 0xa,
+  FORCE_STANDBY_0 = 0xb,
+}
 
 export function parseStartStopUnit(task: Task, cdb: Uint8Array): void {
   // IMMED (byte 1 bit 0) is accepted and ignored: status follows any flush.
-  // POWER CONDITION other than 0h (START_VALID): no power condition mode page, no power states.
-  if ((cdb[4] & 0xf0) !== 0) throw SenseError.invalidCdbField(4, 7);
-  if ((cdb[3] & 0x0f) !== 0) throw SenseError.invalidCdbField(3, 3);
-  // LOEJ: the medium is not removable (RMB=0), there is nothing to load or eject.
-  if ((cdb[4] & 0x02) !== 0) throw SenseError.invalidCdbField(4, 1);
-  task.aux = ((cdb[4] & 0x01) !== 0 ? SSU_START : 0) | ((cdb[4] & 0x04) !== 0 ? SSU_NO_FLUSH : 0);
+  const pc = cdb[4] >>> 4;
+  const modifier = cdb[3] & 0x0f;
+  switch (pc) {
+    case PowerCondition.START_VALID:
+      if (modifier !== 0) throw SenseError.invalidCdbField(3, 3);
+      // LOEJ: the medium is not removable (RMB=0), there is nothing to load or eject.
+      if ((cdb[4] & 0x02) !== 0) throw SenseError.invalidCdbField(4, 1);
+      task.aux = ((cdb[4] & 0x01) !== 0 ? SSU_START : 0) | ((cdb[4] & 0x04) !== 0 ? SSU_NO_FLUSH : 0);
+      break;
+    case PowerCondition.ACTIVE:
+    case PowerCondition.LU_CONTROL:
+      // ACTIVE: we are always active. LU_CONTROL: power is the LU's own business, and it has
+      // no lower power state to use. Both are true as no-ops. Neither takes a modifier.
+      if (modifier !== 0) throw SenseError.invalidCdbField(3, 3);
+      task.aux = SSU_POWER;
+      break;
+    default:
+      // IDLE, STANDBY and the FORCE_*_0 conditions would need the Power Condition mode page
+      // and low-power states we do not have; everything else is reserved.
+      throw SenseError.invalidCdbField(4, 7);
+  }
   task.dataLength = 0;
 }
 
@@ -179,7 +214,7 @@ export function parseStartStopUnit(task: Task, cdb: Uint8Array): void {
  */
 export function executeStartStopUnit(core: Core, task: Task): number {
   const lu = task.lu!;
-  if ((task.aux & (SSU_START | SSU_NO_FLUSH)) !== 0 || !lu.writeCache) return 0;
+  if ((task.aux & (SSU_START | SSU_NO_FLUSH | SSU_POWER)) !== 0 || !lu.writeCache) return 0;
   if (lu.failed !== null) throw new SenseError(Sense.WRITE_ERROR);
   return core.startFlush(task);
 }

@@ -565,6 +565,29 @@ Napi::Value PunchHole(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// lseekData(fd, offset, whence): lseek(2) with SEEK_DATA (3) or SEEK_HOLE (4)
+// for GET LBA STATUS. Returns the resulting offset, or -1 for ENXIO (no data
+// at or after offset). Synchronous: a metadata lookup, no data I/O.
+Napi::Value LseekData(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = -1;
+  uint64_t offset = 0, whence = 0;
+  if (!ArgFd(info, 0, "fd", &fd)) return env.Undefined();
+  if (!ArgUint(info, 1, "offset", kMaxSafeInteger, &offset)) return env.Undefined();
+  if (!ArgUint(info, 2, "whence", SEEK_HOLE, &whence)) return env.Undefined();
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+    ThrowRangeError(env, "The value of \"whence\" is out of range. It must be 3 (SEEK_DATA) or 4 (SEEK_HOLE)");
+    return env.Undefined();
+  }
+  off_t r = ::lseek(fd, static_cast<off_t>(offset), static_cast<int>(whence));
+  if (r < 0) {
+    if (errno == ENXIO) return Napi::Number::New(env, -1);
+    ThrowSystemError(env, errno, "lseek");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(r));
+}
+
 }  // namespace
 
 IoEngine* CreateIoEngine(Napi::Env env, uv_loop_t* loop) {
@@ -589,6 +612,7 @@ void RegisterIo(Napi::Env env, Napi::Object exports, IoEngine* e) {
   exports.Set("preadvSync", Napi::Function::New(env, PreadvSync, "preadvSync", e));
   exports.Set("pwritevSync", Napi::Function::New(env, PwritevSync, "pwritevSync", e));
   exports.Set("punchHole", Napi::Function::New(env, PunchHole, "punchHole", e));
+  exports.Set("lseekData", Napi::Function::New(env, LseekData, "lseekData", e));
 }
 
 void DestroyIoEngine(IoEngine* e) {

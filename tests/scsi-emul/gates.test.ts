@@ -133,9 +133,9 @@ t.test('CDB length and opcode group errors come first (QEMU CVE-2015-5158)', (t)
 t.test('unknown opcode and service action', (t) => {
   const { target } = probe();
   run(target, { cdb: [0x03, 0, 0, 0, 252, 0], dataIn: 252 });
-  let r = run(target, { cdb: [0x04, 0, 0, 0, 0, 0] });
-  t.equal(toHex(r.sense), INVALID_OPCODE, 'FORMAT UNIT is not implemented');
-  r = run(target, { cdb: [0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0], dataIn: 32 });
+  let r = run(target, { cdb: [0x07, 0, 0, 0, 0, 0] });
+  t.equal(toHex(r.sense), INVALID_OPCODE, 'REASSIGN BLOCKS is not implemented');
+  r = run(target, { cdb: [0x9e, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0], dataIn: 32 });
   t.equal(toHex(r.sense), '70 00 05 00 00 00 00 0a 00 00 00 00 24 00 00 cc 00 01');
   t.end();
 });

@@ -51,7 +51,8 @@ t.test('READ CAPACITY(10) field checks and fixed transfer', (t) => {
 t.test('READ CAPACITY(16) (SERVICE ACTION IN(16) / 10h)', (t) => {
   const { target } = setup({ sizeBytes: 1 << 30, lu: { blockSize: 4096 } });
   let r = run(target, { cdb: RC16(32), dataIn: 32 });
-  t.equal(toHex(r.data), '00 00 00 00 00 03 ff ff 00 00 10 00 00 00 00 00 ' + '00 '.repeat(15) + '00');
+  // The RAM store deallocates (thin): byte 14 LBPME=1, LBPRZ=1 (sbc-provisioning.test.ts has the rest).
+  t.equal(toHex(r.data), '00 00 00 00 00 03 ff ff 00 00 10 00 00 00 c0 00 ' + '00 '.repeat(15) + '00');
   r = run(target, { cdb: RC16(12), dataIn: 32 });
   t.equal(toHex(r.data), '00 00 00 00 00 03 ff ff 00 00 10 00', 'ALLOCATION LENGTH 12');
   r = run(target, { cdb: RC16(0), dataIn: 32 });

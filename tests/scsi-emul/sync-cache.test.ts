@@ -117,8 +117,8 @@ t.test('START STOP UNIT (SBC-3 §5.25)', (t) => {
   t.equal(toHex(r.sense), '70 00 05 00 00 00 00 0a 00 00 00 00 24 00 00 c9 00 04', 'LOEJ: byte 4 bit 1 (not removable)');
   r = run(target, { cdb: [0x1b, 0, 0, 0, 0x03, 0] });
   t.equal(toHex(r.sense), '70 00 05 00 00 00 00 0a 00 00 00 00 24 00 00 c9 00 04', 'LOEJ with START');
-  r = run(target, { cdb: [0x1b, 0, 0, 0, 0x11, 0] });
-  t.equal(toHex(r.sense), '70 00 05 00 00 00 00 0a 00 00 00 00 24 00 00 cf 00 04', 'POWER CONDITION 1h: byte 4 bit 7');
+  r = run(target, { cdb: [0x1b, 0, 0, 0, 0x21, 0] });
+  t.equal(toHex(r.sense), '70 00 05 00 00 00 00 0a 00 00 00 00 24 00 00 cf 00 04', 'POWER CONDITION 2h (IDLE): byte 4 bit 7');
   r = run(target, { cdb: [0x1b, 0, 0, 0x01, 0x01, 0] });
   t.equal(toHex(r.sense), '70 00 05 00 00 00 00 0a 00 00 00 00 24 00 00 cb 00 03', 'POWER CONDITION MODIFIER: byte 3 bit 3');
   r = run(target, { cdb: [0x1b, 0, 0, 0, 0x09, 0] });
