@@ -23,6 +23,10 @@ Serve SCSI logical units to QEMU over a vhost-user-scsi socket.
   --config FILE               JSON file with the same model:
                                 {"socket": "...", "queues": 1, "logLevel": "info",
                                  "luns": [{"lun": 0, "backstore": "file", "path": "disk.img", "size": "4G"}]}
+                              SIGHUP re-reads it and applies its LUN changes live: a LUN added
+                              or removed (the guest rescans), a larger "size" (the image grows;
+                              the guest sees the new capacity). Shrinking and changing anything
+                              else of a live LUN are refused and logged; --lun LUNs stay as given.
   --queues N                  request queues (1..64, default 1); pass the same num_queues to QEMU
   --initiator-id NAME         initiator port name of the frontend (default vhost-user:SOCKET)
   --log-level LEVEL           debug, info, warn, error, silent (default info)
@@ -85,6 +89,10 @@ export function parseServeArgs(args: string[]): Parsed {
   }
   const fromFile = configFile ? loadConfigFile(configFile) : {};
   const merged: Partial<ServeConfig> = { ...fromFile, ...stripUndefined(partial), luns: [...(fromFile.luns ?? []), ...cliLuns] };
+  if (configFile !== undefined) {
+    merged.configFile = configFile;
+    merged.commandLineLuns = cliLuns.map((l) => l.lun);
+  }
   if (listenFd >= 0 && !merged.socket) merged.socket = `fd:${listenFd}`;
   return { config: finishConfig(merged), listenFd, printQemuArgs };
 }
@@ -191,6 +199,11 @@ export function main(argv: string[]): void {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A person edited the --config file: apply its LUN changes (backend/reload.ts).
+  process.on('SIGHUP', () => {
+    if (signals > 0) return; // shutting down
+    backend.reload();
+  });
   // V8.5: an internal invariant broke. Fail stop and let the supervisor restart us (QEMU reconnects).
   process.on('uncaughtException', (err) => {
     log.error(`internal error, exiting: ${err.stack ?? err.message}`);

@@ -20,6 +20,8 @@ export interface LunConfig {
   readOnly: boolean;
   direct: boolean;
   blockSize: 512 | 4096;
+  /** 4096 with block-size 512 is 512e (READ CAPACITY(16) exponent 3); absent: the block size */
+  physicalBlockSize?: 512 | 4096;
   writeCache: boolean;
   vendor?: string;
   product?: string;
@@ -34,9 +36,13 @@ export interface ServeConfig {
   /** Initiator port name of the frontend on this socket (stable across reconnects: PR and UA state key on it). */
   initiatorId: string;
   luns: LunConfig[];
+  /** The --config file; SIGHUP re-reads it and applies its LUN changes (backend/reload.ts). */
+  configFile?: string;
+  /** LUNs given with --lun: a reload leaves them as they are (only the file's LUNs are managed). */
+  commandLineLuns?: number[];
 }
 
-const LUN_KEYS = ['path', 'size', 'readonly', 'direct', 'block-size', 'write-cache', 'vendor', 'product', 'revision', 'serial'] as const;
+const LUN_KEYS = ['path', 'size', 'readonly', 'direct', 'block-size', 'physical-block-size', 'write-cache', 'vendor', 'product', 'revision', 'serial'] as const;
 
 function parseBool(key: string, v: string | boolean | undefined): boolean {
   if (v === undefined || v === true || v === 'on' || v === 'true' || v === 'yes' || v === '1') return true;
@@ -91,6 +97,12 @@ function buildLun(what: string, lun: number, backstore: string, kv: Record<strin
         out.blockSize = bs;
         break;
       }
+      case 'physical-block-size': case 'physicalBlockSize': {
+        const pbs = Number(value);
+        if (pbs !== 512 && pbs !== 4096) throw new ConfigError(`${what}: physical-block-size must be 512 or 4096`);
+        out.physicalBlockSize = pbs;
+        break;
+      }
       case 'vendor': case 'product': case 'revision': case 'serial':
         out[key] = parseIdentity(what, key, value);
         break;
@@ -105,6 +117,9 @@ function buildLun(what: string, lun: number, backstore: string, kv: Record<strin
     if (out.direct) throw new ConfigError(`${what}: direct applies to file backstores only`);
   } else if (out.path === undefined) {
     throw new ConfigError(`${what}: a file backstore needs path=`);
+  }
+  if (out.physicalBlockSize !== undefined && out.physicalBlockSize < out.blockSize) {
+    throw new ConfigError(`${what}: physical-block-size ${out.physicalBlockSize} is smaller than the ${out.blockSize}-byte block size`);
   }
   if (out.size !== undefined && out.size % out.blockSize !== 0) {
     throw new ConfigError(`${what}: size ${out.size} is not a multiple of the ${out.blockSize}-byte block size`);
@@ -200,11 +215,14 @@ export function finishConfig(partial: Partial<ServeConfig>): ServeConfig {
     if (paths.has(l.path)) throw new ConfigError(`image ${l.path} is used by two LUNs`);
     paths.add(l.path);
   }
-  return {
+  const out: ServeConfig = {
     socket: partial.socket,
     queues: partial.queues ?? 1,
     logLevel: partial.logLevel ?? 'info',
     initiatorId: partial.initiatorId ?? `vhost-user:${partial.socket}`,
     luns: [...luns].sort((a, b) => a.lun - b.lun),
   };
+  if (partial.configFile !== undefined) out.configFile = partial.configFile;
+  if (partial.commandLineLuns !== undefined) out.commandLineLuns = [...partial.commandLineLuns];
+  return out;
 }

@@ -17,6 +17,11 @@ export const enum CmdFlag {
   ALLOCATION_LENGTH = 1 << 3,
   /** makes cached data durable: refused while the LU is in the failed (write-back error) state */
   FLUSHES = 1 << 4,
+  /**
+   * served by the REPORT LUNS well known logical unit (SPC-4 §8.2: INQUIRY, REQUEST SENSE,
+   * REPORT LUNS, TEST UNIT READY); anything else sent to it is INVALID COMMAND OPERATION CODE
+   */
+  WELL_KNOWN_LU_OK = 1 << 5,
 }
 
 /**
@@ -32,6 +37,8 @@ export const enum PrAccess {
   CONFLICT,
   /** START STOP UNIT: START=1 allowed, START=0 conflict (SBC-3 table 13) */
   START_STOP,
+  /** PREVENT ALLOW MEDIUM REMOVAL: PREVENT=00b allowed, any other value conflict (SPC-4 table 45) */
+  PREVENT_ALLOW,
 }
 
 /**
@@ -53,6 +60,8 @@ export const enum IoKind {
   READ = 1,
   WRITE = 2,
   FLUSH = 3,
+  /** several store calls the handler drives itself (Core.startOwnIo), e.g. EXTENDED COPY */
+  OWN = 4,
 }
 
 /** Returned by execute() when store I/O is in flight; the core completes the command later. */
@@ -70,10 +79,21 @@ export interface Core {
   readonly defaultIdentity: ResolvedIdentity;
   /** REPORT LUNS was processed for this nexus: clear REPORTED LUNS DATA HAS CHANGED on every LU. */
   reportedLunsSeen(nexus: NexusRecord): void;
+  /** Every I_T nexus the target has seen, in first-contact order (unit attentions to others, VPD 88h). */
+  knownNexuses(): readonly NexusRecord[];
   /** Starts store I/O for the task; completion goes through task.ioDone. Returns EXECUTE_ASYNC. */
   startRead(task: Task, offset: number, len: number): number;
   startWrite(task: Task, offset: number, len: number, fua: boolean): number;
   startFlush(task: Task): number;
+  /**
+   * Starts an operation the handler drives itself with its own store calls (EXTENDED COPY):
+   * until it ends, TMFs wait for it as for store I/O (it may poll task.abortResponse to stop
+   * early). The handler ends it exactly once: task.ioDone(null) for GOOD, task.ioDone(senseError)
+   * for CHECK CONDITION with that sense. Returns EXECUTE_ASYNC.
+   */
+  startOwnIo(task: Task): number;
+  /** The logical unit at a LUN of this target (EXTENDED COPY finds its copy sources and destinations). */
+  getLogicalUnit(lun: number): LogicalUnit | undefined;
 }
 
 /**

@@ -14,6 +14,16 @@ export interface ITNexus {
   readonly initiatorPort: string;
   /** Relative target port identifier, 1..65535 (SPC-4 §7.8.6.5). */
   readonly targetPortId: number;
+  /**
+   * SPC-4 §7.6.1 table 362 PROTOCOL IDENTIFIER of the target port's transport (0 FC, 5 iSCSI,
+   * 6 SAS, ...). Undefined when the transport has none (virtio-scsi): the VPD 83h/88h port
+   * designators then carry PIV=0.
+   */
+  readonly protocolId?: number;
+  /** SCSI name string of the target port (SPC-4 §7.8.6.11, e.g. "iqn....,t,0x1"), if the fabric has one. */
+  readonly targetPortName?: string;
+  /** Target port group of the port (VPD 83h designator type 5h); default 1. Set by the ALUA configuration. */
+  readonly targetPortGroup?: number;
 }
 
 export const enum TaskState {
@@ -27,6 +37,8 @@ export const enum TaskState {
 /** @internal The core's state for one command slot; allocated once with the ScsiCommand. */
 export interface TaskCore {
   ioComplete(task: Task, err: Error | null): void;
+  /** Runs the task's execute() again: its range lock was granted (range-lock.ts). */
+  resume(task: Task): void;
 }
 
 /** @internal */
@@ -60,6 +72,17 @@ export class Task {
   fua = false;
   /** command-specific parsed bits (e.g. START STOP UNIT START/NO_FLUSH) */
   aux = 0;
+  /** status of a successful completion: GOOD, or CONDITION MET (PRE-FETCH, SBC-3 §5.11) */
+  goodStatus: ScsiStatus = ScsiStatus.GOOD;
+  // Range lock state (range-lock.ts), owned by the LU's RangeLock.
+  /** @internal LockState: none, fast (untracked shared), held, waiting */
+  lockState = 0;
+  /** @internal */ lockExclusive = false;
+  /** @internal locked blocks [lockLba, lockEnd) */
+  lockLba = 0;
+  /** @internal */ lockEnd = 0;
+  /** @internal next in the lock's held or waiting list */
+  lockNext: Task | null = null;
   readonly ioDone: (err: Error | null) => void;
 
   constructor(cmd: ScsiCommand) {

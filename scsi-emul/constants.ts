@@ -81,28 +81,60 @@ export enum SenseKey {
 export enum Opcode {
   TEST_UNIT_READY = 0x00,
   REQUEST_SENSE = 0x03,
+  FORMAT_UNIT = 0x04,
   READ_6 = 0x08,
   WRITE_6 = 0x0a,
   INQUIRY = 0x12,
+  MODE_SELECT_6 = 0x15,
   MODE_SENSE_6 = 0x1a,
   START_STOP_UNIT = 0x1b,
+  PREVENT_ALLOW_MEDIUM_REMOVAL = 0x1e,
   READ_CAPACITY_10 = 0x25,
   READ_10 = 0x28,
   WRITE_10 = 0x2a,
+  WRITE_AND_VERIFY_10 = 0x2e,
+  VERIFY_10 = 0x2f,
+  PRE_FETCH_10 = 0x34,
   SYNCHRONIZE_CACHE_10 = 0x35,
+  WRITE_SAME_10 = 0x41,
+  UNMAP = 0x42,
+  LOG_SELECT = 0x4c,
+  LOG_SENSE = 0x4d,
+  MODE_SELECT_10 = 0x55,
   MODE_SENSE_10 = 0x5a,
+  /** SPC-4 THIRD-PARTY COPY OUT: EXTENDED COPY (LID1) is service action 00h */
+  EXTENDED_COPY = 0x83,
+  /** SPC-4 THIRD-PARTY COPY IN (SPC-3 RECEIVE COPY RESULTS) */
+  RECEIVE_COPY_RESULTS = 0x84,
   READ_16 = 0x88,
+  COMPARE_AND_WRITE = 0x89,
   WRITE_16 = 0x8a,
+  WRITE_AND_VERIFY_16 = 0x8e,
+  VERIFY_16 = 0x8f,
+  PRE_FETCH_16 = 0x90,
   SYNCHRONIZE_CACHE_16 = 0x91,
+  WRITE_SAME_16 = 0x93,
+  /** SBC-4 §5.48 */
+  WRITE_ATOMIC_16 = 0x9c,
   SERVICE_ACTION_IN_16 = 0x9e,
   REPORT_LUNS = 0xa0,
+  MAINTENANCE_IN = 0xa3,
   READ_12 = 0xa8,
   WRITE_12 = 0xaa,
+  WRITE_AND_VERIFY_12 = 0xae,
+  VERIFY_12 = 0xaf,
 }
 
 /** SBC-3 §5.16 / SPC-4 §6.34 SERVICE ACTION IN(16) service actions. */
 export enum ServiceActionIn16 {
   READ_CAPACITY_16 = 0x10,
+  GET_LBA_STATUS = 0x12,
+}
+
+/** SPC-4 §6.35 / §6.36: MAINTENANCE IN service actions (byte 1 bits 4-0). */
+export enum MaintenanceIn {
+  REPORT_SUPPORTED_OPERATION_CODES = 0x0c,
+  REPORT_SUPPORTED_TASK_MANAGEMENT_FUNCTIONS = 0x0d,
 }
 
 /** Direction of a command's data transfer, from the device server's point of view. */
@@ -119,3 +151,11 @@ export const MAX_CDB_LENGTH = 260;
 export const MAX_SENSE_LENGTH = 252;
 /** SAM-5 §4.7: single-level LUNs we address are 14-bit (flat space). */
 export const MAX_LUN = 16383;
+/**
+ * The REPORT LUNS well known logical unit (SPC-4 §8.2, W-LUN 01h). Fabrics pass it in
+ * ScsiCommand.lun as the first two bytes of the 8-byte LUN read as a big-endian number:
+ * extended addressing C1h (address method 11b, well known LUN) then 01h, so C101h, the value
+ * Linux's scsilun_to_int() gives (SCSI_W_LUN_REPORT_LUNS). It lies above MAX_LUN, so it can
+ * never collide with a configured LUN.
+ */
+export const REPORT_LUNS_WLUN = 0xc101;

@@ -2,7 +2,7 @@
 // virtio-scsi adapter, the TCMU path) use only what is exported here.
 export {
   ScsiStatus, ServiceResponse, TaskAttribute, TaskManagementFunction, TmfResponse, SenseKey, Opcode,
-  ServiceActionIn16, DataDirection, MAX_CDB_LENGTH, MAX_SENSE_LENGTH, MAX_LUN,
+  ServiceActionIn16, MaintenanceIn, DataDirection, MAX_CDB_LENGTH, MAX_SENSE_LENGTH, MAX_LUN, REPORT_LUNS_WLUN,
 } from './constants';
 export { ScsiCommand } from './command';
 export type { ITNexus } from './command';
@@ -15,8 +15,9 @@ export type { SenseCondition, SenseName, FieldPointer } from './sense';
 export { COMMANDS, lookupCommand, groupCdbLength } from './opcodes';
 export type { CommandDef } from './opcodes';
 export { nodeFsIoEngine } from './store';
-export type { BlockStore, IoEngine } from './store';
+export type { BlockStore, IoEngine, StoreExtent } from './store';
 export { createRamStore, RamStore, RAM_CHUNK_SIZE } from './ram-store';
 export { createFileStore, openFileStore, FileStore } from './file-store';
 export type { FileStoreOptions } from './file-store';
 export { parseSize } from './size';
+export type { BlockLimits, Provisioning } from './vpd';

@@ -5,6 +5,9 @@ import { SenseCondition, unitAttentionRank } from './sense';
 import { Task, TaskState } from './command';
 import { TaskAttribute } from './constants';
 import type { NexusRecord } from './nexus';
+import { BlockLimits, Provisioning, defaultBlockLimits, defaultProvisioning } from './vpd';
+import { RangeLock } from './range-lock';
+import { initSbcParameters, storeIsThin } from './sbc-limits';
 
 export interface LogicalUnitIdentity {
   /** T10 vendor identification, ≤ 8 printable ASCII characters (SPC-4 §6.6.2). */
@@ -22,10 +25,17 @@ export interface LogicalUnitIdentity {
 export interface LogicalUnitOptions {
   identity?: LogicalUnitIdentity;
   blockSize?: 512 | 4096;
+  /**
+   * Physical block size (READ CAPACITY(16) LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT): 4096
+   * with 512-byte logical blocks is 512e. Default: the logical block size.
+   */
+  physicalBlockSize?: 512 | 4096;
   /** default true: write-back, WCE=1 DPOFUA=1 (reliability.md §4.6) */
   writeCache?: boolean;
   readOnly?: boolean;
   name?: string;
+  /** LOGICAL UNIT GROUP of the VPD 83h designator type 6h (SPC-4 §7.8.6.8); default 0 */
+  logicalUnitGroup?: number;
 }
 
 /**
@@ -99,6 +109,10 @@ export function resolveIdentity(id: LogicalUnitIdentity | undefined, name: strin
 export class LogicalUnit {
   readonly store: BlockStore;
   readonly blockSize: number;
+  /** log2(physical / logical block size): 3 for 512e (SBC-3 r36 §5.16.2) */
+  readonly physicalBlockExponent: number;
+  /** makes COMPARE AND WRITE, WRITE ATOMIC and FORMAT UNIT atomic against other commands */
+  readonly rangeLock = new RangeLock();
   readonly name: string;
   readonly identity: ResolvedIdentity;
   /** write protected: configured read-only, or the store is (then it is also opened O_RDONLY) */
@@ -110,6 +124,21 @@ export class LogicalUnit {
   /** current D_SENSE of the Control mode page: descriptor-format sense data */
   descriptorSense = false;
   /**
+   * current SWP of the Control mode page (SPC-4 §7.5.8): writes get DATA PROTECT / WRITE
+   * PROTECTED and MODE SENSE reports WP, like readOnly, but a MODE SELECT can clear it.
+   */
+  softwareWriteProtect = false;
+  /**
+   * VPD B0h values (SBC-3 §6.5.3) beyond MAXIMUM TRANSFER LENGTH (which the target derives).
+   * Zero means "not reported"; the handlers that enforce a limit read it from here too, so the
+   * page and the checks can never disagree.
+   */
+  readonly blockLimits: BlockLimits = defaultBlockLimits();
+  /** VPD B2h values (SBC-3 §6.5.4); READ CAPACITY(16) LBPME/LBPRZ must agree with them. */
+  readonly provisioning: Provisioning = defaultProvisioning();
+  /** VPD 83h logical unit group (SPC-4 §7.8.6.8). */
+  readonly logicalUnitGroup: number;
+  /**
    * Set when a write-back error was reported (fdatasync EIO): Linux may have dropped the
    * dirty pages, so a later flush could "succeed" without the data. Every later write and
    * flush fails until an operator re-opens the LU (reliability.md §4.6, fsyncgate).
@@ -117,6 +146,8 @@ export class LogicalUnit {
   failed: Error | null = null;
   /** @internal set when added to a target */
   attached = false;
+  /** @internal ScsiTarget.removeLogicalUnit: runs once the task set is empty */
+  idleWaiter: (() => void) | null = null;
 
   private capacity: number;
   // Task set (SAM-5 §8.6), a list in arrival order with counters for the ordering rules.
@@ -137,6 +168,11 @@ export class LogicalUnit {
     }
     this.store = store;
     this.blockSize = blockSize;
+    const physical = options.physicalBlockSize ?? blockSize;
+    if ((physical !== 512 && physical !== 4096) || physical < blockSize) {
+      throw new RangeError(`LogicalUnit: physical block size must be 512 or 4096 and at least the logical block size ${blockSize}, got ${physical}`);
+    }
+    this.physicalBlockExponent = Math.log2(physical / blockSize);
     this.name = options.name ?? store.name;
     if (!Number.isSafeInteger(store.sizeBytes) || store.sizeBytes < blockSize || store.sizeBytes % blockSize !== 0) {
       throw new RangeError(`LogicalUnit ${this.name}: store size ${store.sizeBytes} is not a positive multiple of the block size ${blockSize}`);
@@ -146,6 +182,12 @@ export class LogicalUnit {
     this.readOnly = options.readOnly === true || store.readOnly === true;
     this.writeCacheDefault = options.writeCache ?? true;
     this.writeCache = this.writeCacheDefault;
+    const group = options.logicalUnitGroup ?? 0;
+    if (!Number.isInteger(group) || group < 0 || group > 0xffff) {
+      throw new RangeError(`LogicalUnit ${this.name}: logicalUnitGroup must be 0..65535, got ${group}`);
+    }
+    this.logicalUnitGroup = group;
+    initSbcParameters(this.blockLimits, this.provisioning, blockSize, storeIsThin(store, this.readOnly));
   }
 
   get capacityBlocks(): bigint {
@@ -155,6 +197,11 @@ export class LogicalUnit {
   /** @internal capacity in blocks as an exact number (≤ 2^53 since it derives from a byte count) */
   get blocks(): number {
     return this.capacity;
+  }
+
+  /** @internal ScsiTarget.resizeLogicalUnit: the store has grown; take its new size. */
+  storeResized(): void {
+    this.capacity = Math.floor(this.store.sizeBytes / this.blockSize);
   }
 
   // ---- unit attentions (SAM-5 §5.14, reliability.md §4.8) ----

@@ -1,10 +1,20 @@
 // THE opcode table: one row per (operation code, service action). Nothing else in the core
 // lists opcodes; the dispatcher, the gates and (later) REPORT SUPPORTED OPERATION CODES all
 // read these rows.
-import { DataDirection, Opcode, ServiceActionIn16 } from './constants';
+import { DataDirection, MaintenanceIn, Opcode, ServiceActionIn16 } from './constants';
 import { AluaAccess, CmdFlag, CommandDef, PrAccess } from './command-def';
 import * as spc from './spc';
 import * as sbc from './sbc';
+import * as sbcVerify from './sbc-verify';
+import * as sbcWriteSame from './sbc-write-same';
+import * as sbcUnmap from './sbc-unmap';
+import * as sbcCaw from './sbc-caw';
+import * as sbcLbaStatus from './sbc-lba-status';
+import * as sbcMisc from './sbc-misc';
+import * as spcMode from './spc-mode';
+import * as spcReport from './spc-report';
+import * as logPages from './log-pages';
+import * as xcopy from './xcopy';
 
 export type { CommandDef } from './command-def';
 
@@ -24,7 +34,7 @@ interface Row {
 
 const { IN, OUT, NONE } = DataDirection;
 const ALLOC = CmdFlag.ALLOCATION_LENGTH;
-const TARGET_LEVEL = CmdFlag.UA_EXEMPT | CmdFlag.NULL_LU_OK | CmdFlag.ALLOCATION_LENGTH;
+const TARGET_LEVEL = CmdFlag.UA_EXEMPT | CmdFlag.NULL_LU_OK | CmdFlag.ALLOCATION_LENGTH | CmdFlag.WELL_KNOWN_LU_OK;
 
 // Usage masks. The CONTROL byte (last) is 00h: NACA (ACA not supported, NORMACA=0), LINK
 // (linked commands are obsolete) and the vendor bits are all rejected (V7.2).
@@ -34,7 +44,7 @@ const ROWS: Row[] = [
   {
     name: 'TEST UNIT READY', opcode: Opcode.TEST_UNIT_READY,
     usage: [0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
-    direction: NONE, flags: CmdFlag.NONE, pr: PrAccess.ALLOWED, alua: AluaAccess.ACTIVE,
+    direction: NONE, flags: CmdFlag.WELL_KNOWN_LU_OK, pr: PrAccess.ALLOWED, alua: AluaAccess.ACTIVE,
     parse: spc.parseNothing, execute: spc.executeNothing,
   },
   {
@@ -42,6 +52,14 @@ const ROWS: Row[] = [
     usage: [0x03, 0x01, 0x00, 0x00, 0xff, 0x00],
     direction: IN, flags: TARGET_LEVEL, pr: PrAccess.ALLOWED, alua: AluaAccess.ALWAYS,
     parse: spc.parseRequestSense, execute: spc.executeRequestSense,
+  },
+  {
+    // byte 1: FMTPINFO, LONGLIST, FMTDATA, CMPLST, DEFECT LIST FORMAT; byte 2 vendor specific and
+    // bytes 3-4 obsolete are rejected (SBC-3 r36 §5.3.1 table 33).
+    name: 'FORMAT UNIT', opcode: Opcode.FORMAT_UNIT,
+    usage: [0x04, 0xff, 0x00, 0x00, 0x00, 0x00],
+    direction: OUT, flags: CmdFlag.WRITES_MEDIUM, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: sbcMisc.parseFormatUnit, execute: sbcMisc.executeFormatUnit,
   },
   {
     name: 'READ(6)', opcode: Opcode.READ_6,
@@ -62,16 +80,30 @@ const ROWS: Row[] = [
     parse: spc.parseInquiry, execute: spc.executeInquiry,
   },
   {
+    // byte 1: PF, SP (SPC-4 §6.9).
+    name: 'MODE SELECT(6)', opcode: Opcode.MODE_SELECT_6,
+    usage: [0x15, 0x11, 0x00, 0x00, 0xff, 0x00],
+    direction: OUT, flags: CmdFlag.NONE, pr: PrAccess.CONFLICT, alua: AluaAccess.STANDBY,
+    parse: spcMode.parseModeSelect, execute: spcMode.executeModeSelect,
+  },
+  {
     name: 'MODE SENSE(6)', opcode: Opcode.MODE_SENSE_6,
     usage: [0x1a, 0x08, 0xff, 0xff, 0xff, 0x00],
     direction: IN, flags: ALLOC, pr: PrAccess.ALLOWED_WRITE_EXCLUSIVE, alua: AluaAccess.STANDBY,
-    parse: spc.parseModeSense, execute: spc.executeModeSense,
+    parse: spcMode.parseModeSense, execute: spcMode.executeModeSense,
   },
   {
     name: 'START STOP UNIT', opcode: Opcode.START_STOP_UNIT,
     usage: [0x1b, 0x01, 0x00, 0x0f, 0xf7, 0x00],
     direction: NONE, flags: CmdFlag.NONE, pr: PrAccess.START_STOP, alua: AluaAccess.ACTIVE,
     parse: sbc.parseStartStopUnit, execute: sbc.executeStartStopUnit,
+  },
+  {
+    // byte 4: PREVENT (bits 1-0).
+    name: 'PREVENT ALLOW MEDIUM REMOVAL', opcode: Opcode.PREVENT_ALLOW_MEDIUM_REMOVAL,
+    usage: [0x1e, 0x00, 0x00, 0x00, 0x03, 0x00],
+    direction: NONE, flags: CmdFlag.NONE, pr: PrAccess.PREVENT_ALLOW, alua: AluaAccess.ACTIVE,
+    parse: spc.parsePreventAllowMediumRemoval, execute: spc.executeNothing,
   },
   {
     name: 'READ CAPACITY(10)', opcode: Opcode.READ_CAPACITY_10,
@@ -92,6 +124,27 @@ const ROWS: Row[] = [
     parse: sbc.parseReadWrite, execute: sbc.executeWrite,
   },
   {
+    // byte 1: WRPROTECT, DPO, BYTCHK (bits 2-1) (SBC-3 r36 §5.36).
+    name: 'WRITE AND VERIFY(10)', opcode: Opcode.WRITE_AND_VERIFY_10,
+    usage: [0x2e, 0xf6, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00],
+    direction: OUT, flags: CmdFlag.WRITES_MEDIUM, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: sbcVerify.parseWriteAndVerify, execute: sbcVerify.executeWriteAndVerify,
+  },
+  {
+    // byte 1: VRPROTECT, DPO, BYTCHK (bits 2-1) (SBC-3 r36 §5.41).
+    name: 'VERIFY(10)', opcode: Opcode.VERIFY_10,
+    usage: [0x2f, 0xf6, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00],
+    direction: OUT, flags: CmdFlag.NONE, pr: PrAccess.ALLOWED_WRITE_EXCLUSIVE, alua: AluaAccess.ACTIVE,
+    parse: sbcVerify.parseVerify, execute: sbcVerify.executeVerify,
+  },
+  {
+    // byte 1: IMMED (SBC-3 r36 §5.11).
+    name: 'PRE-FETCH(10)', opcode: Opcode.PRE_FETCH_10,
+    usage: [0x34, 0x02, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00],
+    direction: NONE, flags: CmdFlag.NONE, pr: PrAccess.ALLOWED_WRITE_EXCLUSIVE, alua: AluaAccess.ACTIVE,
+    parse: sbcMisc.parsePrefetch, execute: sbcMisc.executePrefetch,
+  },
+  {
     // byte 1: IMMED, and bit 2 (SYNC_NV in SBC-3 drafts, obsolete later) accepted and ignored.
     name: 'SYNCHRONIZE CACHE(10)', opcode: Opcode.SYNCHRONIZE_CACHE_10,
     usage: [0x35, 0x06, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00],
@@ -99,10 +152,69 @@ const ROWS: Row[] = [
     parse: sbc.parseSynchronizeCache, execute: sbc.executeSynchronizeCache,
   },
   {
+    // byte 1: WRPROTECT, ANCHOR, UNMAP; obsolete PBDATA/LBDATA rejected (SBC-3 r36 §5.44).
+    name: 'WRITE SAME(10)', opcode: Opcode.WRITE_SAME_10,
+    usage: [0x41, 0xf8, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00],
+    direction: OUT, flags: CmdFlag.WRITES_MEDIUM, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: sbcWriteSame.parseWriteSame, execute: sbcWriteSame.executeWriteSame,
+  },
+  {
+    // byte 1: ANCHOR; byte 6 GROUP NUMBER; 7-8 PARAMETER LIST LENGTH (SBC-3 r36 §5.28).
+    name: 'UNMAP', opcode: Opcode.UNMAP,
+    usage: [0x42, 0x01, 0x00, 0x00, 0x00, 0x00, 0x1f, 0xff, 0xff, 0x00],
+    direction: OUT, flags: CmdFlag.WRITES_MEDIUM, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: sbcUnmap.parseUnmap, execute: sbcUnmap.executeUnmap,
+  },
+  {
+    // byte 1: SP (PPC is obsolete); byte 2: PC, PAGE CODE; 5-6 PARAMETER POINTER (SPC-4 §6.8).
+    name: 'LOG SENSE', opcode: Opcode.LOG_SENSE,
+    usage: [0x4d, 0x01, 0xff, 0xff, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00],
+    direction: IN, flags: ALLOC, pr: PrAccess.ALLOWED, alua: AluaAccess.STANDBY,
+    parse: logPages.parseLogSense, execute: logPages.executeLogSense,
+  },
+  {
+    name: 'MODE SELECT(10)', opcode: Opcode.MODE_SELECT_10,
+    usage: [0x55, 0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00],
+    direction: OUT, flags: CmdFlag.NONE, pr: PrAccess.CONFLICT, alua: AluaAccess.STANDBY,
+    parse: spcMode.parseModeSelect, execute: spcMode.executeModeSelect,
+  },
+  {
     name: 'MODE SENSE(10)', opcode: Opcode.MODE_SENSE_10,
     usage: [0x5a, 0x18, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00],
     direction: IN, flags: ALLOC, pr: PrAccess.ALLOWED_WRITE_EXCLUSIVE, alua: AluaAccess.STANDBY,
-    parse: spc.parseModeSense, execute: spc.executeModeSense,
+    parse: spcMode.parseModeSense, execute: spcMode.executeModeSense,
+  },
+  {
+    // SPC-4 THIRD-PARTY COPY OUT / IN (SPC-3 EXTENDED COPY / RECEIVE COPY RESULTS), xcopy.ts.
+    // Not WRITES_MEDIUM: the LU receiving the command may be only the copy source; the copy
+    // manager checks write protection of each destination itself.
+    name: 'EXTENDED COPY(LID1)', opcode: Opcode.EXTENDED_COPY,
+    sa: { value: xcopy.ThirdPartyCopyOut.EXTENDED_COPY_LID1, byte: 1, mask: 0x1f },
+    usage: [0x83, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    direction: OUT, flags: CmdFlag.NONE, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: xcopy.parseExtendedCopy, execute: xcopy.executeExtendedCopy,
+  },
+  {
+    name: 'RECEIVE COPY STATUS(LID1)', opcode: Opcode.RECEIVE_COPY_RESULTS,
+    sa: { value: xcopy.ThirdPartyCopyIn.COPY_STATUS, byte: 1, mask: 0x1f },
+    usage: [0x84, 0x00, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    direction: IN, flags: ALLOC, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: xcopy.parseReceiveCopyResults, execute: xcopy.executeCopyStatus,
+  },
+  {
+    // byte 2 is reserved here: operating parameters belong to no list identifier
+    name: 'RECEIVE COPY OPERATING PARAMETERS', opcode: Opcode.RECEIVE_COPY_RESULTS,
+    sa: { value: xcopy.ThirdPartyCopyIn.OPERATING_PARAMETERS, byte: 1, mask: 0x1f },
+    usage: [0x84, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    direction: IN, flags: ALLOC, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: xcopy.parseReceiveCopyResults, execute: xcopy.executeCopyOperatingParameters,
+  },
+  {
+    name: 'RECEIVE COPY FAILURE DETAILS(LID1)', opcode: Opcode.RECEIVE_COPY_RESULTS,
+    sa: { value: xcopy.ThirdPartyCopyIn.FAILED_SEGMENT_DETAILS, byte: 1, mask: 0x1f },
+    usage: [0x84, 0x04, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    direction: IN, flags: ALLOC, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: xcopy.parseReceiveCopyResults, execute: xcopy.executeFailedSegmentDetails,
   },
   {
     name: 'READ(16)', opcode: Opcode.READ_16,
@@ -111,16 +223,55 @@ const ROWS: Row[] = [
     parse: sbc.parseReadWrite, execute: sbc.executeRead,
   },
   {
+    // byte 1: WRPROTECT, DPO, FUA, FUA_NV; 10-12 reserved; 13 NUMBER OF LOGICAL BLOCKS (SBC-3 r36 §5.2).
+    name: 'COMPARE AND WRITE', opcode: Opcode.COMPARE_AND_WRITE,
+    usage: [0x89, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0x1f, 0x00],
+    direction: OUT, flags: CmdFlag.WRITES_MEDIUM, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: sbcCaw.parseCompareAndWrite, execute: sbcCaw.executeCompareAndWrite,
+  },
+  {
     name: 'WRITE(16)', opcode: Opcode.WRITE_16,
     usage: [0x8a, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00],
     direction: OUT, flags: CmdFlag.WRITES_MEDIUM, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
     parse: sbc.parseReadWrite, execute: sbc.executeWrite,
   },
   {
+    name: 'WRITE AND VERIFY(16)', opcode: Opcode.WRITE_AND_VERIFY_16,
+    usage: [0x8e, 0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00],
+    direction: OUT, flags: CmdFlag.WRITES_MEDIUM, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: sbcVerify.parseWriteAndVerify, execute: sbcVerify.executeWriteAndVerify,
+  },
+  {
+    name: 'VERIFY(16)', opcode: Opcode.VERIFY_16,
+    usage: [0x8f, 0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00],
+    direction: OUT, flags: CmdFlag.NONE, pr: PrAccess.ALLOWED_WRITE_EXCLUSIVE, alua: AluaAccess.ACTIVE,
+    parse: sbcVerify.parseVerify, execute: sbcVerify.executeVerify,
+  },
+  {
+    name: 'PRE-FETCH(16)', opcode: Opcode.PRE_FETCH_16,
+    usage: [0x90, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00],
+    direction: NONE, flags: CmdFlag.NONE, pr: PrAccess.ALLOWED_WRITE_EXCLUSIVE, alua: AluaAccess.ACTIVE,
+    parse: sbcMisc.parsePrefetch, execute: sbcMisc.executePrefetch,
+  },
+  {
     name: 'SYNCHRONIZE CACHE(16)', opcode: Opcode.SYNCHRONIZE_CACHE_16,
     usage: [0x91, 0x06, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00],
     direction: NONE, flags: CmdFlag.FLUSHES, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
     parse: sbc.parseSynchronizeCache, execute: sbc.executeSynchronizeCache,
+  },
+  {
+    // byte 1: WRPROTECT, ANCHOR, UNMAP, NDOB; obsolete PBDATA/LBDATA rejected (SBC-3 r36 §5.45).
+    name: 'WRITE SAME(16)', opcode: Opcode.WRITE_SAME_16,
+    usage: [0x93, 0xf9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00],
+    direction: OUT, flags: CmdFlag.WRITES_MEDIUM, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: sbcWriteSame.parseWriteSame, execute: sbcWriteSame.executeWriteSame,
+  },
+  {
+    // byte 1: WRPROTECT, DPO, FUA; 10-11 ATOMIC BOUNDARY; 12-13 TRANSFER LENGTH (SBC-4 §5.48).
+    name: 'WRITE ATOMIC(16)', opcode: Opcode.WRITE_ATOMIC_16,
+    usage: [0x9c, 0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00],
+    direction: OUT, flags: CmdFlag.WRITES_MEDIUM, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: sbcMisc.parseWriteAtomic, execute: sbcMisc.executeWriteAtomic,
   },
   {
     // SERVICE ACTION IN(16) / READ CAPACITY(16): byte 1 bits 4-0 are the service action.
@@ -131,10 +282,34 @@ const ROWS: Row[] = [
     parse: sbc.parseReadCapacity16, execute: sbc.executeReadCapacity16,
   },
   {
+    // SERVICE ACTION IN(16) / GET LBA STATUS: 2-9 STARTING LBA, 10-13 ALLOCATION LENGTH (SBC-3 r36 §5.7).
+    name: 'GET LBA STATUS', opcode: Opcode.SERVICE_ACTION_IN_16,
+    sa: { value: ServiceActionIn16.GET_LBA_STATUS, byte: 1, mask: 0x1f },
+    usage: [0x9e, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    direction: IN, flags: ALLOC, pr: PrAccess.ALLOWED_WRITE_EXCLUSIVE, alua: AluaAccess.ACTIVE,
+    parse: sbcLbaStatus.parseGetLbaStatus, execute: sbcLbaStatus.executeGetLbaStatus,
+  },
+  {
     name: 'REPORT LUNS', opcode: Opcode.REPORT_LUNS,
     usage: [0xa0, 0x00, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
     direction: IN, flags: TARGET_LEVEL, pr: PrAccess.ALLOWED, alua: AluaAccess.ALWAYS,
     parse: spc.parseReportLuns, execute: spc.executeReportLuns,
+  },
+  {
+    // MAINTENANCE IN: byte 1 bits 4-0 are the service action; byte 2 RCTD, REPORTING OPTIONS.
+    name: 'REPORT SUPPORTED OPERATION CODES', opcode: Opcode.MAINTENANCE_IN,
+    sa: { value: MaintenanceIn.REPORT_SUPPORTED_OPERATION_CODES, byte: 1, mask: 0x1f },
+    usage: [0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    direction: IN, flags: ALLOC, pr: PrAccess.ALLOWED, alua: AluaAccess.STANDBY,
+    parse: spcReport.parseReportSupportedOperationCodes, execute: spcReport.executeReportSupportedOperationCodes,
+  },
+  {
+    // byte 2: REPCD.
+    name: 'REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS', opcode: Opcode.MAINTENANCE_IN,
+    sa: { value: MaintenanceIn.REPORT_SUPPORTED_TASK_MANAGEMENT_FUNCTIONS, byte: 1, mask: 0x1f },
+    usage: [0xa3, 0x0d, 0x80, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    direction: IN, flags: ALLOC, pr: PrAccess.ALLOWED, alua: AluaAccess.STANDBY,
+    parse: spcReport.parseReportSupportedTmfs, execute: spcReport.executeReportSupportedTmfs,
   },
   {
     name: 'READ(12)', opcode: Opcode.READ_12,
@@ -147,6 +322,18 @@ const ROWS: Row[] = [
     usage: [0xaa, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00],
     direction: OUT, flags: CmdFlag.WRITES_MEDIUM, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
     parse: sbc.parseReadWrite, execute: sbc.executeWrite,
+  },
+  {
+    name: 'WRITE AND VERIFY(12)', opcode: Opcode.WRITE_AND_VERIFY_12,
+    usage: [0xae, 0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00],
+    direction: OUT, flags: CmdFlag.WRITES_MEDIUM, pr: PrAccess.CONFLICT, alua: AluaAccess.ACTIVE,
+    parse: sbcVerify.parseWriteAndVerify, execute: sbcVerify.executeWriteAndVerify,
+  },
+  {
+    name: 'VERIFY(12)', opcode: Opcode.VERIFY_12,
+    usage: [0xaf, 0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00],
+    direction: OUT, flags: CmdFlag.NONE, pr: PrAccess.ALLOWED_WRITE_EXCLUSIVE, alua: AluaAccess.ACTIVE,
+    parse: sbcVerify.parseVerify, execute: sbcVerify.executeVerify,
   },
 ];
 

@@ -1,6 +1,6 @@
 // The one table of named sense conditions, the typed error handlers throw, and the one
 // function that turns a condition into sense bytes.
-import { SenseKey } from './constants';
+import { MAX_SENSE_LENGTH, SenseKey } from './constants';
 
 export interface SenseCondition {
   readonly name: string;
@@ -65,9 +65,58 @@ export const Sense = Object.freeze({
   SPACE_ALLOCATION_FAILED_WRITE_PROTECT: cond('SPACE_ALLOCATION_FAILED_WRITE_PROTECT', SenseKey.DATA_PROTECT, 0x27, 0x07),
 
   MISCOMPARE_DURING_VERIFY_OPERATION: cond('MISCOMPARE_DURING_VERIFY_OPERATION', SenseKey.MISCOMPARE, 0x1d, 0x00),
+
+  // EXTENDED COPY (SPC-4 r37 §6.4, annex D.2): parameter-list conditions are ILLEGAL REQUEST,
+  // conditions met while segment descriptors are processed are COPY ABORTED.
+  OPERATION_IN_PROGRESS: cond('OPERATION_IN_PROGRESS', SenseKey.ILLEGAL_REQUEST, 0x00, 0x16),
+  TOO_MANY_TARGET_DESCRIPTORS: cond('TOO_MANY_TARGET_DESCRIPTORS', SenseKey.ILLEGAL_REQUEST, 0x26, 0x06),
+  UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE: cond(
+    'UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE', SenseKey.ILLEGAL_REQUEST, 0x26, 0x07),
+  TOO_MANY_SEGMENT_DESCRIPTORS: cond('TOO_MANY_SEGMENT_DESCRIPTORS', SenseKey.ILLEGAL_REQUEST, 0x26, 0x08),
+  UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE: cond(
+    'UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE', SenseKey.ILLEGAL_REQUEST, 0x26, 0x09),
+  INLINE_DATA_LENGTH_EXCEEDED: cond('INLINE_DATA_LENGTH_EXCEEDED', SenseKey.ILLEGAL_REQUEST, 0x26, 0x0b),
+  COPY_ABORTED: cond('COPY_ABORTED', SenseKey.COPY_ABORTED, 0x00, 0x00),
+  UNREACHABLE_COPY_TARGET: cond('UNREACHABLE_COPY_TARGET', SenseKey.COPY_ABORTED, 0x08, 0x04),
+  COPY_TARGET_DEVICE_NOT_REACHABLE: cond('COPY_TARGET_DEVICE_NOT_REACHABLE', SenseKey.COPY_ABORTED, 0x0d, 0x02),
+  INCORRECT_COPY_TARGET_DEVICE_TYPE: cond('INCORRECT_COPY_TARGET_DEVICE_TYPE', SenseKey.COPY_ABORTED, 0x0d, 0x03),
+  UNEXPECTED_INEXACT_SEGMENT: cond('UNEXPECTED_INEXACT_SEGMENT', SenseKey.COPY_ABORTED, 0x26, 0x0a),
 });
 
 export type SenseName = keyof typeof Sense;
+
+/**
+ * Sense content some commands define beyond key, ASC/ASCQ, INFORMATION and a field pointer
+ * (EXTENDED COPY: SPC-4 r37 §6.4 "errors detected during processing of segment descriptors").
+ */
+export interface SenseExtra {
+  /**
+   * COMMAND-SPECIFIC INFORMATION, 4 bytes: fixed format bytes 8-11 (SPC-4 §4.5.3); descriptor
+   * format the first 4 bytes of the type 01h descriptor's 8-byte field (§4.5.2.3), the rest zero.
+   */
+  readonly commandSpecific: Uint8Array | null;
+  /**
+   * The 3 sense-key specific bytes exactly as sent, SKSV included (e.g. the COPY ABORTED segment
+   * pointer, §4.5.2.4.6); used instead of a field pointer.
+   */
+  readonly senseKeySpecific: Uint8Array | null;
+  /** Status and sense data a copy source or copy destination returned, forwarded to the initiator. */
+  readonly forwarded: ForwardedSense | null;
+}
+
+/** SPC-4 §4.5.2.x forwarded sense data descriptor, SENSE DATA SOURCE field values. */
+export const enum SenseDataSource {
+  COPY_SOURCE = 0x1,
+  COPY_DESTINATION = 0x2,
+}
+
+export interface ForwardedSense {
+  readonly source: SenseDataSource;
+  /** the SCSI status the copy source/destination returned (02h CHECK CONDITION) */
+  readonly status: number;
+  /** its sense data, already encoded */
+  readonly sense: Uint8Array;
+}
 
 /**
  * Where an ILLEGAL REQUEST points (SPC-4 §4.5.2.4.2, field pointer sense-key specific data):
@@ -88,8 +137,10 @@ export class SenseError extends Error {
   readonly condition: SenseCondition;
   readonly field: FieldPointer | null;
   readonly information: bigint | null;
+  readonly extra: SenseExtra | null;
 
-  constructor(condition: SenseCondition, field?: FieldPointer | null, information?: bigint | null) {
+  constructor(condition: SenseCondition, field?: FieldPointer | null, information?: bigint | null,
+    extra?: SenseExtra | null) {
     const limit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
     super(condition.name);
@@ -98,6 +149,7 @@ export class SenseError extends Error {
     this.condition = condition;
     this.field = field ?? null;
     this.information = information ?? null;
+    this.extra = extra ?? null;
   }
 
   /**
@@ -129,8 +181,12 @@ export function encodeSense(
   condition: SenseCondition,
   field: FieldPointer | null = null,
   information: bigint | null = null,
+  extra: SenseExtra | null = null,
 ): number {
   let sks0 = 0;
+  const sks = extra !== null ? extra.senseKeySpecific : null;
+  const csi = extra !== null ? extra.commandSpecific : null;
+  const fwd = extra !== null ? extra.forwarded : null;
   if (field !== null) {
     // SPC-4 §4.5.2.4.2 table 30: SKSV | C/D | BPV | BIT POINTER, then FIELD POINTER (BE16).
     sks0 = 0x80 | (field.inCdb ? 0x40 : 0) | (field.bit !== undefined ? 0x08 | (field.bit & 7) : 0);
@@ -148,10 +204,25 @@ export function encodeSense(
     out[7] = FIXED_SENSE_LENGTH - 8;
     out[12] = condition.asc;
     out[13] = condition.ascq;
-    if (field !== null) {
+    if (sks !== null) {
+      out[15] = sks[0];
+      out[16] = sks[1];
+      out[17] = sks[2];
+    } else if (field !== null) {
       out[15] = sks0;
       out[16] = (field.byte >>> 8) & 0xff;
       out[17] = field.byte & 0xff;
+    }
+    if (csi !== null) for (let i = 0; i < 4; i++) out[8 + i] = csi[i];
+    if (fwd !== null) {
+      // EXTENDED COPY (SPC-4 r37 §6.4): the copy source's (CSI byte 0) or copy destination's (CSI
+      // byte 1) status byte and sense data, unchanged, at that offset in the additional sense bytes.
+      const n = Math.min(fwd.sense.length, Math.min(out.length, MAX_SENSE_LENGTH) - FIXED_SENSE_LENGTH - 1);
+      out[fwd.source === SenseDataSource.COPY_SOURCE ? 8 : 9] = FIXED_SENSE_LENGTH;
+      out[FIXED_SENSE_LENGTH] = fwd.status;
+      out.set(fwd.sense.subarray(0, n), FIXED_SENSE_LENGTH + 1);
+      out[7] = FIXED_SENSE_LENGTH - 8 + 1 + n;
+      return FIXED_SENSE_LENGTH + 1 + n;
     }
     return FIXED_SENSE_LENGTH;
   }
@@ -171,15 +242,46 @@ export function encodeSense(
     writeBe32(out, len + 8, Number(information & 0xffffffffn));
     len += 12;
   }
-  if (field !== null) {
+  if (csi !== null) {
+    // SPC-4 §4.5.2.3 command-specific information sense data descriptor: type 01h, length 0Ah.
+    out.fill(0, len, len + 12);
+    out[len] = 0x01;
+    out[len + 1] = 0x0a;
+    for (let i = 0; i < 4; i++) out[len + 4 + i] = csi[i];
+    len += 12;
+  }
+  if (sks !== null || field !== null) {
     // SPC-4 §4.5.2.4 sense key specific sense data descriptor: type 02h, length 06h.
     out.fill(0, len, len + 8);
     out[len] = 0x02;
     out[len + 1] = 0x06;
-    out[len + 4] = sks0;
-    out[len + 5] = (field.byte >>> 8) & 0xff;
-    out[len + 6] = field.byte & 0xff;
+    if (sks !== null) {
+      out[len + 4] = sks[0];
+      out[len + 5] = sks[1];
+      out[len + 6] = sks[2];
+    } else {
+      out[len + 4] = sks0;
+      out[len + 5] = (field!.byte >>> 8) & 0xff;
+      out[len + 6] = field!.byte & 0xff;
+    }
     len += 8;
+  }
+  if (fwd !== null) {
+    // SPC-4 §4.5.2.x forwarded sense data descriptor: type 0Ch, FSDT (truncated) | SENSE DATA
+    // SOURCE, FORWARDED STATUS, then the sense data.
+    let n = fwd.sense.length;
+    let fsdt = 0;
+    const limit = Math.min(out.length, MAX_SENSE_LENGTH);
+    if (len + 4 + n > limit) {
+      n = Math.max(0, limit - len - 4);
+      fsdt = 0x80;
+    }
+    out[len] = 0x0c;
+    out[len + 1] = 2 + n;
+    out[len + 2] = fsdt | (fwd.source & 0x0f);
+    out[len + 3] = fwd.status;
+    out.set(fwd.sense.subarray(0, n), len + 4);
+    len += 4 + n;
   }
   out[7] = len - 8;
   return len;

@@ -1,7 +1,7 @@
 // The SCSI target: command dispatch through the fixed gate order, task sets, task management,
 // drain and close. Fabric independent: it sees ScsiCommand objects and I_T nexuses only.
 import {
-  DataDirection, MAX_CDB_LENGTH, MAX_LUN, ScsiStatus, ServiceResponse, TaskAttribute,
+  DataDirection, MAX_CDB_LENGTH, MAX_LUN, REPORT_LUNS_WLUN, ScsiStatus, ServiceResponse, TaskAttribute,
   TaskManagementFunction, TmfResponse,
 } from './constants';
 import { ITNexus, ScsiCommand, Task, TaskCore, TaskState } from './command';
@@ -11,8 +11,9 @@ import { NexusRecord, NexusRegistry, validNexus } from './nexus';
 import {
   UNKNOWN_OPCODE, findReservedBit, groupCdbLength, lookupCommand, serviceActionField,
 } from './opcodes';
-import { FieldPointer, Sense, SenseCondition, SenseError, encodeSense } from './sense';
+import { FieldPointer, Sense, SenseCondition, SenseError, SenseExtra, encodeSense } from './sense';
 import { copyToSegments } from './bytes';
+import { resetModeParameters } from './spc-mode';
 
 export interface ScsiTargetOptions {
   /** Largest transfer of one command in bytes (VPD B0h MAXIMUM TRANSFER LENGTH). Default 4 MiB. */
@@ -95,6 +96,75 @@ export class ScsiTarget implements Core, TaskCore {
     return validLun(lun) ? this.luns[lun] : undefined;
   }
 
+  /**
+   * Removes LUN `lun` while initiators may be using it. It leaves the LUN inventory at once: new
+   * commands to it meet the null LU (LOGICAL UNIT NOT SUPPORTED), REPORT LUNS stops listing it,
+   * and every known I_T nexus gets REPORTED LUNS DATA HAS CHANGED on the remaining LUs (SPC-4 r37
+   * §6.33: the inventory changed). Commands already in its task set complete normally; then its
+   * cache is flushed (skipped when read-only or failed), its store closed, and `done` runs with
+   * the first flush or close error.
+   */
+  removeLogicalUnit(lun: number, done: (err: Error | null) => void): void {
+    if (!validLun(lun)) throw new RangeError(`removeLogicalUnit: LUN must be an integer 0..${MAX_LUN}, got ${lun}`);
+    if (this.closed) throw new Error('removeLogicalUnit: target is closed');
+    const lu = this.luns[lun];
+    if (lu === undefined) throw new Error(`removeLogicalUnit: no LUN ${lun}`);
+    this.luns[lun] = undefined;
+    this.lunNumbers = this.lunNumbers.filter((n) => n !== lun);
+    for (const rec of this.nexuses.records()) {
+      for (const n of this.lunNumbers) this.luns[n]!.establishUnitAttention(rec, Sense.REPORTED_LUNS_DATA_HAS_CHANGED);
+    }
+    const retire = (): void => {
+      lu.idleWaiter = null;
+      const close = (flushErr: Error | null): void => lu.store.close((closeErr) => done(flushErr ?? closeErr));
+      if (lu.readOnly || lu.failed !== null) close(null);
+      else lu.store.flush(close);
+    };
+    if (lu.taskCount === 0) retire();
+    else lu.idleWaiter = retire; // finish() calls it when the last task leaves the set
+  }
+
+  /**
+   * Grows LUN `lun` to `sizeBytes` bytes (a multiple of its block size). The store grows first
+   * (BlockStore.resize; stores never shrink), then READ CAPACITY reports the new value and every
+   * known I_T nexus gets CAPACITY DATA HAS CHANGED 2A/09 on the LU (SAM-5 §5.14 unit attention).
+   * Commands in flight were range-checked against the old capacity, which stays inside the
+   * grown store. `done(err, changed)`: changed is false when the size was already `sizeBytes`.
+   */
+  resizeLogicalUnit(lun: number, sizeBytes: number, done: (err: Error | null, changed: boolean) => void): void {
+    const lu = validLun(lun) ? this.luns[lun] : undefined;
+    if (lu === undefined) {
+      done(new Error(`resizeLogicalUnit: no LUN ${lun}`), false);
+      return;
+    }
+    if (this.closed) {
+      done(new Error('resizeLogicalUnit: target is closed'), false);
+      return;
+    }
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < lu.blockSize || sizeBytes % lu.blockSize !== 0) {
+      done(new RangeError(`resizeLogicalUnit: ${sizeBytes} is not a positive multiple of the ${lu.blockSize}-byte block size`), false);
+      return;
+    }
+    const store = lu.store;
+    if (sizeBytes === store.sizeBytes) {
+      done(null, false);
+      return;
+    }
+    if (typeof store.resize !== 'function') {
+      done(new Error(`resizeLogicalUnit: the store of ${lu.name} cannot be resized`), false);
+      return;
+    }
+    store.resize(sizeBytes, (err) => {
+      if (err !== null) {
+        done(err, false);
+        return;
+      }
+      lu.storeResized();
+      for (const rec of this.nexuses.records()) lu.establishUnitAttention(rec, Sense.CAPACITY_DATA_HAS_CHANGED);
+      done(null, true);
+    });
+  }
+
   /** First contact / new session of an initiator: raises POWER ON/RESET 29/00 for it on every LU (virtio reset, new VM session). */
   nexusEstablished(nexus: ITNexus): void {
     if (!validNexus(nexus)) throw new TypeError('nexusEstablished: invalid I_T nexus (targetPortId must be 1..65535)');
@@ -140,6 +210,7 @@ export class ScsiTarget implements Core, TaskCore {
     task.dataLength = 0;
     task.fua = false;
     task.aux = 0;
+    task.goodStatus = ScsiStatus.GOOD;
     task.state = TaskState.RUNNING; // owned by the core until finish()
     if (this.closed || !validNexus(cmd.nexus)) {
       this.finishResponse(task, ServiceResponse.FAILURE);
@@ -179,7 +250,14 @@ export class ScsiTarget implements Core, TaskCore {
     const found = lookupCommand(cdb);
     const def = typeof found === 'number' ? null : found;
     task.def = def;
-    if (lu === null && (def === null || (def.flags & CmdFlag.NULL_LU_OK) === 0)) {
+    if (lu === null && cmd.lun === REPORT_LUNS_WLUN) {
+      // SPC-4 §8.2: the REPORT LUNS well known LU serves INQUIRY, REQUEST SENSE, REPORT LUNS and
+      // TEST UNIT READY; any other command is an invalid operation code for it.
+      if (def === null || (def.flags & CmdFlag.WELL_KNOWN_LU_OK) === 0) {
+        this.checkCondition(task, Sense.INVALID_COMMAND_OPERATION_CODE);
+        return;
+      }
+    } else if (lu === null && (def === null || (def.flags & CmdFlag.NULL_LU_OK) === 0)) {
       this.checkCondition(task, Sense.LOGICAL_UNIT_NOT_SUPPORTED);
       return;
     }
@@ -250,7 +328,8 @@ export class ScsiTarget implements Core, TaskCore {
     const d = def!;
     // 8. write protection (V7.12) and the failed state after a write-back error (§4.6).
     if (lu !== null) {
-      if ((d.flags & CmdFlag.WRITES_MEDIUM) !== 0 && lu.readOnly) {
+      if ((d.flags & CmdFlag.WRITES_MEDIUM) !== 0 && (lu.readOnly || lu.softwareWriteProtect)) {
+        // SWP=1 in the Control mode page: the same DATA PROTECT / WRITE PROTECTED (SPC-4 §7.5.8).
         this.checkCondition(task, Sense.WRITE_PROTECTED);
         return;
       }
@@ -326,7 +405,7 @@ export class ScsiTarget implements Core, TaskCore {
     try {
       n = task.def!.execute(this, task);
     } catch (e) {
-      if (e instanceof SenseError) this.checkCondition(task, e.condition, e.field, e.information);
+      if (e instanceof SenseError) this.checkCondition(task, e.condition, e.field, e.information, e.extra);
       else this.internalError(task, e);
       return;
     }
@@ -336,7 +415,12 @@ export class ScsiTarget implements Core, TaskCore {
       const len = Math.min(n, task.dataLength, cmd.dataInLength);
       cmd.dataInTransferred = copyToSegments(this.responseBuf, 0, len, cmd.dataIn, cmd.dataInLength);
     }
-    this.finishStatus(task, ScsiStatus.GOOD);
+    this.finishStatus(task, task.goodStatus);
+  }
+
+  /** @internal the task's range lock was granted (range-lock.ts): execute it (again). */
+  resume(task: Task): void {
+    this.run(task);
   }
 
   // ---------------------------------------------------------------- Core services
@@ -356,6 +440,11 @@ export class ScsiTarget implements Core, TaskCore {
   /** @internal */
   lunList(): readonly number[] {
     return this.lunNumbers;
+  }
+
+  /** @internal */
+  knownNexuses(): readonly NexusRecord[] {
+    return this.nexuses.records();
   }
 
   /** @internal */
@@ -400,6 +489,13 @@ export class ScsiTarget implements Core, TaskCore {
     return EXECUTE_ASYNC;
   }
 
+  /** @internal */
+  startOwnIo(task: Task): number {
+    task.ioKind = IoKind.OWN;
+    task.ioActive = true;
+    return EXECUTE_ASYNC;
+  }
+
   private storeThrew(task: Task, e: unknown): void {
     this.reportInternal(e);
     if (task.ioActive) this.ioComplete(task, e instanceof Error ? e : new Error(String(e)));
@@ -418,7 +514,12 @@ export class ScsiTarget implements Core, TaskCore {
       const cmd = task.cmd;
       if (kind === IoKind.READ) cmd.dataInTransferred = task.dataLength;
       else if (kind === IoKind.WRITE) cmd.dataOutTransferred = task.dataLength;
-      this.finishStatus(task, ScsiStatus.GOOD); // finish applies a pending abort
+      this.finishStatus(task, task.goodStatus); // finish applies a pending abort
+      return;
+    }
+    if (err instanceof SenseError) {
+      // A multi-step handler's verdict (e.g. MISCOMPARE after a read), not a store error.
+      this.checkCondition(task, err.condition, err.field, err.information, err.extra);
       return;
     }
     this.checkCondition(task, this.storeErrorCondition(task.lu!, kind, err));
@@ -443,11 +544,11 @@ export class ScsiTarget implements Core, TaskCore {
   // ---------------------------------------------------------------- completion
 
   private checkCondition(task: Task, c: SenseCondition, field: FieldPointer | null = null,
-    information: bigint | null = null): void {
+    information: bigint | null = null, extra: SenseExtra | null = null): void {
     const cmd = task.cmd;
     cmd.status = ScsiStatus.CHECK_CONDITION;
     // Control mode page D_SENSE picks the format (SPC-4 §7.5.8); the null LU uses fixed.
-    cmd.senseLength = encodeSense(cmd.sense, task.lu?.descriptorSense ?? false, c, field, information);
+    cmd.senseLength = encodeSense(cmd.sense, task.lu?.descriptorSense ?? false, c, field, information, extra);
     this.finish(task);
   }
 
@@ -493,6 +594,8 @@ export class ScsiTarget implements Core, TaskCore {
       task.inTaskSet = false;
       this.activeTasks--;
     }
+    // Range lock (range-lock.ts): released before the slot can be reused; may resume waiters.
+    if (task.lockState !== 0) lu!.rangeLock.release(task);
     const waiters = task.tmfWaiters;
     task.tmfWaiters = null;
     task.state = TaskState.IDLE;
@@ -503,6 +606,7 @@ export class ScsiTarget implements Core, TaskCore {
       for (const w of waiters) if (--w.remaining === 0) w.done(w.response);
     }
     if (lu !== null && lu.waitingCount > 0) this.dispatchWaiting(lu);
+    if (lu !== null && lu.idleWaiter !== null && lu.taskCount === 0) lu.idleWaiter(); // removed LU drained
     if (this.activeTasks === 0 && this.drainWaiters.length > 0) this.runDrain();
   }
 
@@ -596,6 +700,18 @@ export class ScsiTarget implements Core, TaskCore {
         for (const r of this.nexuses.records()) lu.establishUnitAttention(r, Sense.BUS_DEVICE_RESET_FUNCTION_OCCURRED);
         const victims: Task[] = [];
         this.collect(lu, null, null, victims);
+        // SAM-5 §6.3.3 / SPC-4 §6.11: the mode parameters return to their saved (or default)
+        // values. If that turns write caching off or write protection on, the cache is flushed
+        // before the reset is reported complete (spc-mode.ts executeModeSelect explains why).
+        if (resetModeParameters(lu)) {
+          this.abort(victims, ServiceResponse.RESET, (r) => {
+            lu.store.flush((err) => {
+              if (err !== null && (err as NodeJS.ErrnoException).code === 'EIO') lu.failed = err;
+              done(r);
+            });
+          });
+          return;
+        }
         this.abort(victims, ServiceResponse.RESET, done);
         return;
       }

@@ -13,11 +13,14 @@ import { EventQueue } from './event-queue';
 import { RequestQueue } from './request-queue';
 import {
   CONFIG_SIZE, ConfigOffset, CONTROL_QUEUE, DEFAULT_CDB_SIZE, DEFAULT_SENSE_SIZE, EVENT_QUEUE, EVENT_SIZE,
-  VirtioScsiFeature, type EventType,
+  VirtioScsiFeature, EventType, TransportResetReason,
 } from './spec';
 
 export const DEFAULT_MAX_QUEUE_SIZE = 1024; // QEMU's VIRTQUEUE_MAX_SIZE
 export const MAX_REQUEST_QUEUES = 64;
+
+/** What became of a LUN event: delivered, no event buffer (EVENTS_MISSED follows), or feature off. */
+export type LunEventResult = 'sent' | 'missed' | 'not-negotiated';
 
 export interface VirtioScsiDeviceOptions {
   target: ScsiTarget;
@@ -41,6 +44,8 @@ export class VirtioScsiDevice implements VhostUserDevice {
   private readonly queues: (RunningQueue | null)[];
   private readonly eventState = { missed: false };
   private status = 0;
+  /** the features the driver accepted (from the started rings); 0 until one is started */
+  private negotiated = 0n;
   private readonly log: Logger;
 
   constructor(private readonly opts: VirtioScsiDeviceOptions) {
@@ -100,6 +105,7 @@ export class VirtioScsiDevice implements VhostUserDevice {
 
   startQueue(setup: VringSetup): void {
     this.stopNow(setup.index);
+    this.negotiated = setup.features;
     const handler = this.makeHandler(setup);
     const vring = new Vring(setup, handler, this.log, this.opts.stopDeadlineMs ?? DEFAULT_STOP_DEADLINE_MS);
     handler.attach(vring);
@@ -171,6 +177,7 @@ export class VirtioScsiDevice implements VhostUserDevice {
     for (let i = 0; i < this.queues.length; i++) this.stopNow(i);
     this.eventState.missed = false;
     this.status = 0;
+    this.negotiated = 0n;
     // virtio reset = SCSI hard reset for this initiator (reliability.md §4.3): POWER ON/RESET UA.
     this.opts.target.nexusEstablished(this.opts.nexus);
   }
@@ -185,6 +192,27 @@ export class VirtioScsiDevice implements VhostUserDevice {
     return (q.handler as EventQueue).post(event, lun, reason);
   }
 
+  /**
+   * The LUN inventory changed: TRANSPORT_RESET with reason RESCAN (LUN added) or REMOVED
+   * (virtio 1.2 §5.6.6.3.1), sent only when the driver accepted VIRTIO_SCSI_F_HOTPLUG (Linux
+   * posts event buffers only then; without it the unit attention is all the guest gets).
+   */
+  notifyLunInventory(lun: number, added: boolean): LunEventResult {
+    if ((this.negotiated & featureBit(VirtioScsiFeature.HOTPLUG)) === 0n) return 'not-negotiated';
+    const reason = added ? TransportResetReason.RESCAN : TransportResetReason.REMOVED;
+    return this.postEvent(EventType.TRANSPORT_RESET, lun, reason) ? 'sent' : 'missed';
+  }
+
+  /**
+   * A parameter of `lun` changed: PARAM_CHANGE with reason = ASC | ASCQ << 8 of the unit
+   * attention the LU also raised (virtio 1.2 §5.6.6.3.2; e.g. 2A/09 → 0x092a, on which Linux
+   * rescans the capacity). Sent only when the driver accepted VIRTIO_SCSI_F_CHANGE.
+   */
+  notifyParameterChange(lun: number, asc: number, ascq: number): LunEventResult {
+    if ((this.negotiated & featureBit(VirtioScsiFeature.CHANGE)) === 0n) return 'not-negotiated';
+    return this.postEvent(EventType.PARAM_CHANGE, lun, (asc & 0xff) | ((ascq & 0xff) << 8)) ? 'sent' : 'missed';
+  }
+
   /** Counters per started queue, for logs and benchmarks. */
   queueStats(): { index: number; kicks: number; calls: number; chains: number }[] {
     const out = [];
@@ -195,5 +223,6 @@ export class VirtioScsiDevice implements VhostUserDevice {
   /** Session gone: drop every queue without touching guest memory again. */
   disconnect(): void {
     for (let i = 0; i < this.queues.length; i++) this.stopNow(i);
+    this.negotiated = 0n;
   }
 }

@@ -5,7 +5,7 @@
 import { sgWrite, type DescriptorChain } from '../../virtqueue';
 import type { ChainHandler, Vring } from '../vring';
 import type { Logger } from '../log';
-import { encodeLunField } from './lun-address';
+import { encodeEventLunField } from './lun-address';
 import { EVENT_SIZE, VIRTIO_SCSI_T_EVENTS_MISSED, type EventType } from './spec';
 
 export class EventQueue implements ChainHandler {
@@ -49,7 +49,7 @@ export class EventQueue implements ChainHandler {
     const e = this.event;
     const flags = this.state.missed ? VIRTIO_SCSI_T_EVENTS_MISSED : 0;
     this.eventView.setUint32(0, (event | flags) >>> 0, true);
-    encodeLunField(lun, e, 4);
+    encodeEventLunField(lun, e, 4);
     this.eventView.setUint32(12, reason >>> 0, true);
     sgWrite(chain.writable, 0, e);
     this.state.missed = false;

@@ -18,7 +18,12 @@ t.test('--lun specs', async (t) => {
   t.same(parseLunSpec('1:ram:size=512M,block-size=4096,write-cache=off,vendor=ACME,serial=S1'), {
     lun: 1, backstore: 'ram', size: 512 * 2 ** 20, readOnly: false, direct: false, blockSize: 4096, writeCache: false, vendor: 'ACME', serial: 'S1',
   });
+  t.same(parseLunSpec('2:ram:size=1G,physical-block-size=4096'), {
+    lun: 2, backstore: 'ram', size: 2 ** 30, readOnly: false, direct: false, blockSize: 512, physicalBlockSize: 4096, writeCache: true,
+  }, '512e');
   const bad: [string, RegExp][] = [
+    ['0:ram:size=1G,physical-block-size=1024', /physical-block-size must be 512 or 4096/],
+    ['0:ram:size=1G,block-size=4096,physical-block-size=512', /physical-block-size 512 is smaller than the 4096-byte block size/],
     ['x:ram:size=1G', /LUN must be an integer/],
     ['16384:ram:size=1G', /LUN must be an integer 0\.\.16383/],
     ['0:tape:size=1G', /unknown backstore "tape"/],
