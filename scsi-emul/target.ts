@@ -170,6 +170,28 @@ export class ScsiTarget implements Core, TaskCore {
     if (!validNexus(nexus)) throw new TypeError('nexusEstablished: invalid I_T nexus (targetPortId must be 1..65535)');
     const rec = this.nexuses.find(nexus) ?? this.nexuses.add(nexus);
     this.raiseForNexus(rec, Sense.POWER_ON_RESET);
+    this.nexusLost(rec);
+  }
+
+  /**
+   * State scoped to an I_T nexus that does not survive its loss (a new session of the initiator,
+   * I_T NEXUS RESET): SAM-5 §6.3.4 I_T nexus loss. Persistent reservations are kept (SPC-4
+   * §5.9.6); the unit attention is raised by the caller.
+   */
+  private nexusLost(rec: NexusRecord): void {
+    for (const n of this.lunNumbers) {
+      const lu = this.luns[n]!;
+      void lu;
+      void rec;
+    }
+  }
+
+  /**
+   * State a LOGICAL UNIT RESET clears besides the task set and the mode parameters (SAM-5
+   * §6.3.3); persistent reservations are kept (SPC-4 §5.9.6).
+   */
+  private logicalUnitReset(lu: LogicalUnit): void {
+    void lu;
   }
 
   private raiseForNexus(rec: NexusRecord, c: SenseCondition): void {
@@ -661,6 +683,7 @@ export class ScsiTarget implements Core, TaskCore {
     if (fn === TaskManagementFunction.I_T_NEXUS_RESET) {
       // SAM-5 §7.6: target-wide for this nexus; the LUN the request was addressed to is irrelevant.
       this.raiseForNexus(rec, Sense.I_T_NEXUS_LOSS_OCCURRED);
+      this.nexusLost(rec);
       const victims: Task[] = [];
       for (const n of this.lunNumbers) this.collect(this.luns[n]!, rec, null, victims);
       this.abort(victims, ServiceResponse.RESET, done);
@@ -698,6 +721,7 @@ export class ScsiTarget implements Core, TaskCore {
       case TaskManagementFunction.LOGICAL_UNIT_RESET: {
         // SAM-5 §7.7 / reliability.md §4.4: every nexus gets 29/03; the task set is cleared.
         for (const r of this.nexuses.records()) lu.establishUnitAttention(r, Sense.BUS_DEVICE_RESET_FUNCTION_OCCURRED);
+        this.logicalUnitReset(lu);
         const victims: Task[] = [];
         this.collect(lu, null, null, victims);
         // SAM-5 §6.3.3 / SPC-4 §6.11: the mode parameters return to their saved (or default)
