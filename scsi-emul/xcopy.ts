@@ -30,11 +30,21 @@
 // writes are made durable by a later SYNCHRONIZE CACHE like any WRITE, write-through writes are
 // dsync. An overlapping copy within one LU runs backwards when the destination lies above the
 // source, so it behaves as memmove.
+//
+// Every store operation of a copy holds a shared range lock (range-lock.ts) on the LU it touches,
+// for exactly the blocks of that chunk, from before it is issued until it completes: COMPARE AND
+// WRITE, WRITE ATOMIC and FORMAT UNIT (exclusive holders) are thereby atomic against copies as
+// they are against READ and WRITE. A copy is not atomic as a whole (SPC-4 asks no such thing).
+//
+// Held results (RECEIVE COPY STATUS / FAILURE DETAILS data) are discarded on LOGICAL UNIT RESET
+// and I_T nexus loss: SPC-4 §6.25 item c) and §6.23 item d) ("if the copy manager detects a
+// logical unit reset condition or I_T nexus loss condition"); `discardCopyResults`.
 import type { Task } from './command';
 import type { Core } from './command-def';
 import { EXECUTE_ASYNC } from './command-def';
 import type { LogicalUnit } from './logical-unit';
 import type { NexusRecord } from './nexus';
+import { LockState, RangeLockHolder } from './range-lock';
 import { MAX_SENSE_LENGTH, ScsiStatus, ServiceResponse } from './constants';
 import {
   ForwardedSense, Sense, SenseCondition, SenseDataSource, SenseError, SenseExtra, encodeSense,
@@ -101,6 +111,8 @@ interface CopyRecord {
   bytesWritten: number;
   /** the sense data the command ended with, while FAILED SEGMENT DETAILS are held */
   sense: Uint8Array | null;
+  /** dropped from the LU's list by a reset (discardCopyResults): settle() leaves it alone */
+  discarded: boolean;
 }
 
 const records = new WeakMap<LogicalUnit, CopyRecord[]>();
@@ -126,6 +138,32 @@ function dropRecord(lu: LogicalUnit, r: CopyRecord): void {
   if (list === undefined) return;
   const i = list.indexOf(r);
   if (i >= 0) list.splice(i, 1);
+}
+
+/**
+ * Discards the RECEIVE COPY RESULTS records `lu` holds for I_T nexus `nexus` (I_T nexus loss),
+ * or for every nexus (null: LOGICAL UNIT RESET). SPC-4 §6.25 item c) (RECEIVE COPY
+ * STATUS(LID1) data) and §6.23 item d) (failed segment details): discarded "if the copy manager
+ * detects a logical unit reset condition or I_T nexus loss condition (see SAM-5)". The list
+ * identifier is then unknown, as after delivery (INVALID FIELD IN CDB). Records of copies still
+ * running go too, and their settle() leaves them gone: a LU reset aborts such a copy (SPC-4
+ * §5.17.5 table 109), as does I_T NEXUS RESET (it aborts the nexus's tasks); plain I_T nexus
+ * loss (nexusEstablished: a new session) has no effect on the copy itself (table 109), which
+ * then finishes unrecorded.
+ */
+export function discardCopyResults(lu: LogicalUnit, nexus: NexusRecord | null): void {
+  const list = records.get(lu);
+  if (list === undefined) return;
+  let kept = 0;
+  for (let i = 0; i < list.length; i++) {
+    const r = list[i];
+    if (nexus === null || r.nexus === nexus) {
+      r.discarded = true;
+      continue;
+    }
+    list[kept++] = r;
+  }
+  list.length = kept;
 }
 
 // ---- sense helpers ----
@@ -207,6 +245,27 @@ interface Waiting {
 }
 
 /**
+ * The range-lock holder a copy job owns (one per job, for its whole life). A job holds at most
+ * one range at a time, so one holder suffices.
+ */
+class CopyLockHolder implements RangeLockHolder {
+  lockState = 0;
+  lockExclusive = false;
+  lockLba = 0;
+  lockEnd = 0;
+  lockNext: RangeLockHolder | null = null;
+  private readonly job: CopyJob;
+
+  constructor(job: CopyJob) {
+    this.job = job;
+  }
+
+  lockGranted(): void {
+    this.job.lockGranted();
+  }
+}
+
+/**
  * One EXTENDED COPY in progress. MAX_CONCURRENT_COPIES of these exist at most, each with its
  * private parameter-list copy (reliability.md V9.2), its data buffer and pre-bound callbacks,
  * so a copy allocates nothing per chunk.
@@ -244,6 +303,15 @@ class CopyJob {
   private error: SenseError | null = null;
   private readonly onRead = (err: Error | null): void => this.ioDone(err, true);
   private readonly onWrite = (err: Error | null): void => this.ioDone(err, false);
+  private readonly holder = new CopyLockHolder(this);
+  /** the LU whose range lock `holder` is in (held or waiting), else null */
+  private lockLu: LogicalUnit | null = null;
+  /** waiting for a range: the grant, not a store callback, continues the step machine */
+  private lockWait = false;
+  private readonly afterGrant = (): void => {
+    this.lockWait = false;
+    this.step();
+  };
 
   /**
    * Copies and checks the parameter list and names every copy source and destination, for
@@ -325,7 +393,7 @@ class CopyJob {
       }
       this.record = {
         nexus: task.nexus!, listId, hold: usage === 0x0, inProgress: true, failed: false,
-        statusHeld: false, segmentsProcessed: 0, bytesWritten: 0, sense: null,
+        statusHeld: false, segmentsProcessed: 0, bytesWritten: 0, sense: null, discarded: false,
       };
       list.push(this.record);
     }
@@ -389,15 +457,18 @@ class CopyJob {
   }
 
   /**
-   * Runs phases until an operation is in flight or the copy is over. Store callbacks that arrive
-   * synchronously (RAM store) only set state, so a long copy never deepens the stack.
+   * Runs phases until an operation is in flight, the job waits for a range, or the copy is over.
+   * Store callbacks that arrive synchronously (RAM store) only set state, so a long copy never
+   * deepens the stack.
    */
   private step(): void {
     const task = this.task!;
     for (;;) {
-      if (this.pending) return;
+      if (this.pending || this.lockWait) return;
       if (this.error === null && task.abortResponse !== ServiceResponse.COMMAND_COMPLETE) {
-        this.phase = Phase.DONE; // aborted: stop between operations; the core reports the abort
+        // Aborted: stop between operations (a range granted after a wait is given back by
+        // finish()); the core reports the abort.
+        this.phase = Phase.DONE;
       }
       switch (this.phase) {
         case Phase.SEGMENT:
@@ -417,11 +488,13 @@ class CopyJob {
           const done = this.segBytes - this.remaining;
           this.chunk = Math.min(this.remaining, COPY_CHUNK);
           const at = this.backward ? this.remaining - this.chunk : done;
+          if (!this.lockChunk(this.src!, this.srcStart + at)) return;
           this.issue(this.src!, this.srcStart + at, true);
           break;
         }
         case Phase.WRITE: {
           const at = this.backward ? this.remaining - this.chunk : this.segBytes - this.remaining;
+          if (!this.lockChunk(this.dst!, this.dstStart + at)) return;
           this.issue(this.dst!, this.dstStart + at, false);
           break;
         }
@@ -430,6 +503,44 @@ class CopyJob {
           return;
       }
     }
+  }
+
+  /**
+   * Holds the blocks of the next chunk of `lu` (bytes [offset, offset + chunk)) in its range
+   * lock, shared and tracked, so an exclusive request waits for this chunk only if it overlaps
+   * it. Returns false while the job waits; the grant continues step() (lockGranted). Called
+   * again for the same chunk after the grant, it finds the range held.
+   *
+   * No deadlock: a job holds at most one range, only while that chunk's store operation is in
+   * flight (which needs no lock to complete), and releases it before asking for the next. So a
+   * job never waits while holding a range; the other holders (commands) never wait while
+   * holding one either; a wait-for cycle would need a waiting holder, so none can form.
+   */
+  private lockChunk(lu: LogicalUnit, offset: number): boolean {
+    const h = this.holder;
+    if (h.lockState !== LockState.NONE) return h.lockState === LockState.HELD;
+    const lba = offset / lu.blockSize; // chunk offsets and lengths are whole blocks of both LUs
+    this.lockLu = lu;
+    if (lu.rangeLock.acquireTracked(h, lba, lba + this.chunk / lu.blockSize)) return true;
+    this.lockWait = true;
+    return false;
+  }
+
+  /** Gives the chunk's range back (a no-op when none is held or awaited). */
+  private unlockChunk(): void {
+    const lu = this.lockLu;
+    if (lu === null) return;
+    this.lockLu = null;
+    lu.rangeLock.release(this.holder); // may grant waiters, synchronously
+  }
+
+  /**
+   * The range the job waited for is held now. This runs inside RangeLock.pump(), and with a
+   * synchronous store the rest of the copy would run there too, holding up the other waiters
+   * the pump has yet to grant: continue from a microtask instead (one per contended chunk).
+   */
+  lockGranted(): void {
+    queueMicrotask(this.afterGrant);
   }
 
   private issue(lu: LogicalUnit, offset: number, read: boolean): void {
@@ -448,6 +559,8 @@ class CopyJob {
   private ioDone(err: Error | null, read: boolean): void {
     if (!this.pending) return; // a store completing twice: ignore the second
     this.pending = false;
+    // The operation is over, successful or not: its range goes before anything else happens.
+    this.unlockChunk();
     if (err !== null) {
       this.error = this.storeFailure(err, read);
       this.phase = Phase.DONE;
@@ -551,6 +664,7 @@ class CopyJob {
     if (r === null) return;
     this.record = null;
     r.inProgress = false;
+    if (r.discarded) return; // a reset discarded it while the copy ran: it stays discarded
     const lu = this.lu!;
     if (!r.hold) {
       dropRecord(lu, r);
@@ -570,6 +684,7 @@ class CopyJob {
   private finish(): void {
     const task = this.task!;
     const error = this.error;
+    this.unlockChunk(); // an abort noticed right after a grant leaves that range held
     this.settle(error);
     if (error === null) task.cmd.dataOutTransferred = task.dataLength;
     this.release();
@@ -578,6 +693,8 @@ class CopyJob {
   }
 
   release(): void {
+    this.unlockChunk();
+    this.lockWait = false;
     this.core = null;
     this.task = null;
     this.lu = null;

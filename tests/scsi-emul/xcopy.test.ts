@@ -390,3 +390,96 @@ t.test('encodeSense: forwarded sense that does not fit 252 bytes is cut, FSDT=1 
     'fixed: CSI byte 1 = 18 (destination), 233 forwarded bytes, ADDITIONAL SENSE LENGTH 244');
   t.end();
 });
+
+// SPC-4 §6.25 item c) (RECEIVE COPY STATUS(LID1)) and §6.23 item d) (RECEIVE COPY FAILURE
+// DETAILS(LID1)): held data is discarded "if the copy manager detects a logical unit reset
+// condition or I_T nexus loss condition". A discarded list identifier is unknown: INVALID
+// FIELD IN CDB pointing at LIST IDENTIFIER, as for one never used.
+const UNKNOWN_LIST = ILLEGAL('24 00', 'c0 00 02');
+const DONE_8_BLOCKS = '00 00 00 08 01 00 01 00 00 00 10 00'; // completed without errors, 1 segment, 4096 bytes
+
+function holdResults(target: ScsiTarget, lun: number, nexus: ITNexus, listId: number, srcLba = 0) {
+  const lists = e4(naa(target, 0)) + e4(naa(target, 1));
+  return xcopy(target, header(listId, 0x00, 64, 28) + lists + b2b(0, 1, 8, srcLba, 0), { lun, nexus });
+}
+
+function tmf(target: ScsiTarget, fn: TaskManagementFunction, lun: number, nexus: ITNexus = TEST_NEXUS) {
+  const out: { response: TmfResponse | null } = { response: null };
+  target.taskManagement(fn, nexus, lun, 0n, (r) => { out.response = r; });
+  return out;
+}
+
+t.test('LOGICAL UNIT RESET discards the held results of every I_T nexus on that LU only', (t) => {
+  const { target } = setup([{}, {}]);
+  t.equal(holdResults(target, 0, TEST_NEXUS, 1).status, 0);
+  t.equal(holdResults(target, 0, OTHER, 1).status, 0);
+  t.equal(holdResults(target, 0, TEST_NEXUS, 3, 9000).status, 2, 'a failed copy: status and failure details held');
+  t.equal(holdResults(target, 1, TEST_NEXUS, 2).status, 0);
+  t.equal(tmf(target, TaskManagementFunction.LOGICAL_UNIT_RESET, 0).response, TmfResponse.FUNCTION_COMPLETE);
+  consumeUa(target, 0, TEST_NEXUS); // 29/03 BUS DEVICE RESET FUNCTION OCCURRED
+  consumeUa(target, 0, OTHER);
+  t.equal(toHex(rcr(target, 0x00, 1).sense), UNKNOWN_LIST, 'this nexus: status discarded');
+  t.equal(toHex(rcr(target, 0x00, 1, 1024, { nexus: OTHER }).sense), UNKNOWN_LIST, 'the other nexus: discarded too');
+  t.equal(toHex(rcr(target, 0x04, 3).sense), UNKNOWN_LIST, 'failure details discarded');
+  t.equal(toHex(rcr(target, 0x00, 3).sense), UNKNOWN_LIST);
+  t.equal(toHex(rcr(target, 0x00, 2, 1024, { lun: 1 }).data), DONE_8_BLOCKS, 'the other LU keeps its results');
+  t.end();
+});
+
+t.test('I_T NEXUS RESET discards that nexus\'s held results on every LU; other nexuses keep theirs', (t) => {
+  const { target } = setup([{}, {}]);
+  t.equal(holdResults(target, 0, TEST_NEXUS, 1).status, 0);
+  t.equal(holdResults(target, 1, TEST_NEXUS, 2).status, 0);
+  t.equal(holdResults(target, 0, OTHER, 1).status, 0);
+  t.equal(holdResults(target, 1, OTHER, 2, 9000).status, 2);
+  // SAM-5 §7.6: the LUN of an I_T NEXUS RESET is irrelevant.
+  t.equal(tmf(target, TaskManagementFunction.I_T_NEXUS_RESET, 1).response, TmfResponse.FUNCTION_COMPLETE);
+  consumeUa(target, 0, TEST_NEXUS); // 29/07 I_T NEXUS LOSS OCCURRED
+  consumeUa(target, 1, TEST_NEXUS);
+  t.equal(toHex(rcr(target, 0x00, 1).sense), UNKNOWN_LIST, 'LU 0');
+  t.equal(toHex(rcr(target, 0x00, 2, 1024, { lun: 1 }).sense), UNKNOWN_LIST, 'LU 1');
+  t.equal(toHex(rcr(target, 0x00, 1, 1024, { nexus: OTHER }).data), DONE_8_BLOCKS, 'the other nexus keeps its status');
+  t.equal(toHex(rcr(target, 0x00, 2, 1024, { lun: 1, nexus: OTHER }).data), '00 00 00 08 02 00 00 00 00 00 00 00');
+  t.equal(toHex(rcr(target, 0x04, 2, 1024, { lun: 1, nexus: OTHER }).data.subarray(0, 4)), '00 00 00 61',
+    'and its failure details');
+  t.end();
+});
+
+t.test('a new session of the initiator (nexusEstablished) is I_T nexus loss: its held results are discarded', (t) => {
+  const { target } = setup([{}, {}]);
+  t.equal(holdResults(target, 0, TEST_NEXUS, 1).status, 0);
+  t.equal(holdResults(target, 1, TEST_NEXUS, 1, 9000).status, 2);
+  t.equal(holdResults(target, 0, OTHER, 1).status, 0);
+  target.nexusEstablished(TEST_NEXUS);
+  consumeUa(target, 0, TEST_NEXUS); // 29/00 POWER ON, RESET, OR BUS DEVICE RESET OCCURRED
+  consumeUa(target, 1, TEST_NEXUS);
+  t.equal(toHex(rcr(target, 0x00, 1).sense), UNKNOWN_LIST);
+  t.equal(toHex(rcr(target, 0x04, 1, 1024, { lun: 1 }).sense), UNKNOWN_LIST);
+  t.equal(toHex(rcr(target, 0x00, 1, 1024, { nexus: OTHER }).data), DONE_8_BLOCKS);
+  t.end();
+});
+
+t.test('a copy in progress at the reset does not bring its discarded record back when it settles', (t) => {
+  const { target, stores } = setup([{ manual: true }, { manual: true }]);
+  // LU reset: the copy is aborted (RESET) once its store operation returns.
+  const a = holdResults(target, 0, TEST_NEXUS, 6);
+  const reset = tmf(target, TaskManagementFunction.LOGICAL_UNIT_RESET, 0);
+  t.equal(reset.response, null, 'the reset waits for the read in flight');
+  drive(stores);
+  t.equal(a.serviceResponse, ServiceResponse.RESET);
+  t.equal(reset.response, TmfResponse.FUNCTION_COMPLETE);
+  consumeUa(target, 0, TEST_NEXUS);
+  t.equal(toHex(rcr(target, 0x00, 6).sense), UNKNOWN_LIST, 'no "completed with errors" record appears');
+  // New session: the copy is not aborted; it completes, unrecorded.
+  const b = holdResults(target, 0, TEST_NEXUS, 7);
+  target.nexusEstablished(TEST_NEXUS);
+  drive(stores);
+  t.equal(b.status, 0, 'the copy itself completes');
+  consumeUa(target, 0, TEST_NEXUS);
+  t.equal(toHex(rcr(target, 0x00, 7).sense), UNKNOWN_LIST, 'its results were discarded with the old session');
+  const c = holdResults(target, 0, TEST_NEXUS, 7);
+  drive(stores);
+  t.equal(c.status, 0, 'the list identifier is free again');
+  t.equal(toHex(rcr(target, 0x00, 7).data), DONE_8_BLOCKS);
+  t.end();
+});
