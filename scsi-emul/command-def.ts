@@ -3,6 +3,7 @@ import type { DataDirection } from './constants';
 import type { Task } from './command';
 import type { LogicalUnit, ResolvedIdentity } from './logical-unit';
 import type { NexusRecord } from './nexus';
+import type { TargetPortGroups } from './alua';
 
 /** How the core treats a command before its handler runs (bit flags). */
 export const enum CmdFlag {
@@ -25,33 +26,71 @@ export const enum CmdFlag {
 }
 
 /**
- * Row type in SPC-4 §5.9.3 table 45 / SBC-3 §4.17 table 13 ("commands allowed in the presence
- * of various reservations"), for the reservation gate. Describes a non-holder's access.
+ * Row type in SPC-4 r37 §5.9.1 table 45 / SBC-3 r36 §4.17 table 13 ("commands allowed in the
+ * presence of various reservations"), and in SPC-2 r20 §5.5.1 table 10 for an SPC-2 RESERVE,
+ * for the reservation gate (persistent-reservations.ts). Describes the access of an I_T nexus
+ * that does not hold the reservation; a registered I_T nexus under a registrants only or all
+ * registrants type is allowed everything.
  */
 export const enum PrAccess {
-  /** allowed under every reservation type (INQUIRY, REPORT LUNS, REQUEST SENSE, TEST UNIT READY, READ CAPACITY) */
+  /**
+   * allowed under every reservation, an SPC-2 one included (INQUIRY, REQUEST SENSE, REPORT LUNS,
+   * LOG SENSE, READ CAPACITY)
+   */
   ALLOWED,
-  /** allowed under Write Exclusive types, conflict under Exclusive Access types (READ, MODE SENSE) */
+  /**
+   * allowed under Write Exclusive types, conflict under Exclusive Access types (READ, VERIFY,
+   * MODE SENSE, REPORT SUPPORTED OPERATION CODES) and under an SPC-2 reservation
+   */
   ALLOWED_WRITE_EXCLUSIVE,
-  /** conflict under both (WRITE, SYNCHRONIZE CACHE) */
+  /** conflict under every type (WRITE, SYNCHRONIZE CACHE, MODE SELECT) */
   CONFLICT,
-  /** START STOP UNIT: START=1 allowed, START=0 conflict (SBC-3 table 13) */
+  /** START STOP UNIT: START=1 with POWER CONDITION 0h allowed, anything else conflicts (SBC-3 table 13) */
   START_STOP,
-  /** PREVENT ALLOW MEDIUM REMOVAL: PREVENT=00b allowed, any other value conflict (SPC-4 table 45) */
+  /** PREVENT ALLOW MEDIUM REMOVAL: PREVENT=00b allowed, any other value conflicts (SPC-4 table 45) */
   PREVENT_ALLOW,
+  /**
+   * TEST UNIT READY: allowed under every persistent reservation type (table 45 note a, REPORT
+   * CAPABILITIES ALLOW COMMANDS), conflicts with another I_T nexus's SPC-2 reservation
+   */
+  TEST_UNIT_READY,
+  /**
+   * PERSISTENT RESERVE IN: allowed under every persistent reservation; conflicts with any SPC-2
+   * reservation, the holder's own included (SPC-2 r20 §5.5.1)
+   */
+  PERSISTENT_RESERVE_IN,
+  /**
+   * PERSISTENT RESERVE OUT: under a persistent reservation the service action decides (table 46,
+   * by its reservation key checks); conflicts with any SPC-2 reservation (SPC-2 r20 §5.5.1)
+   */
+  PERSISTENT_RESERVE_OUT,
+  /** RESERVE(6/10), RELEASE(6/10): the handler decides (SPC-2, and SPC-4 §5.9.3 when registrations exist) */
+  RESERVE_RELEASE,
 }
 
 /**
  * Access needed from the target port's asymmetric access state (SPC-4 §5.15.2.4), for the
- * ALUA gate.
+ * ALUA gate (alua.ts). The classes nest: each state allows every class up to a ceiling, so the
+ * order of the values matters.
  */
 export const enum AluaAccess {
-  /** allowed in every state, transitioning and unavailable included (INQUIRY, REPORT LUNS, REQUEST SENSE) */
-  ALWAYS,
-  /** allowed in the standby state too (MODE SENSE and the other §5.15.2.4.4 commands) */
-  STANDBY,
-  /** needs an active state (everything touching the medium) */
-  ACTIVE,
+  /**
+   * allowed in every state but offline, transitioning included (INQUIRY, REPORT LUNS, REQUEST
+   * SENSE, REPORT TARGET PORT GROUPS)
+   */
+  ALWAYS = 0,
+  /**
+   * allowed in the unavailable state too (§5.15.2.4.5: SET TARGET PORT GROUPS; REPORT SUPPORTED
+   * OPERATION CODES and TASK MANAGEMENT FUNCTIONS describe the device server, not the medium)
+   */
+  UNAVAILABLE = 1,
+  /**
+   * allowed in the standby state too (§5.15.2.4.4: MODE SENSE/SELECT, LOG SENSE/SELECT,
+   * PERSISTENT RESERVE IN/OUT, RECEIVE DIAGNOSTIC RESULTS, SEND DIAGNOSTIC)
+   */
+  STANDBY = 2,
+  /** needs an active state (everything touching the medium, TEST UNIT READY, READ CAPACITY) */
+  ACTIVE = 3,
 }
 
 /** What a store operation started by a handler was, so its completion can be accounted. */
@@ -94,6 +133,14 @@ export interface Core {
   startOwnIo(task: Task): number;
   /** The logical unit at a LUN of this target (EXTENDED COPY finds its copy sources and destinations). */
   getLogicalUnit(lun: number): LogicalUnit | undefined;
+  /**
+   * Aborts commands of a task set on behalf of another command (PERSISTENT RESERVE OUT with
+   * PREEMPT AND ABORT, SPC-4 §5.9.11.5), as ABORT TASK SET does: waiting ones complete ABORTED at
+   * once, running ones when their store I/O returns. `done` runs after every victim's onComplete.
+   */
+  abortTasks(victims: readonly Task[], done: () => void): void;
+  /** The target's ALUA target port groups: REPORT / SET TARGET PORT GROUPS read and change them. */
+  readonly portGroups: TargetPortGroups;
 }
 
 /**

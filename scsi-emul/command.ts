@@ -4,6 +4,7 @@ import type { CommandDef } from './opcodes';
 import type { LogicalUnit } from './logical-unit';
 import type { NexusRecord } from './nexus';
 import type { TmfWait } from './target';
+import type { RangeLockHolder } from './range-lock';
 
 /**
  * SAM-5 §4.4: an I_T nexus names the initiator port and the target port a command came
@@ -42,7 +43,7 @@ export interface TaskCore {
 }
 
 /** @internal */
-export class Task {
+export class Task implements RangeLockHolder {
   readonly cmd: ScsiCommand;
   state: TaskState = TaskState.IDLE;
   /** bumped on every submit, so a TMF can tell a reused slot from the command it meant */
@@ -74,7 +75,7 @@ export class Task {
   aux = 0;
   /** status of a successful completion: GOOD, or CONDITION MET (PRE-FETCH, SBC-3 §5.11) */
   goodStatus: ScsiStatus = ScsiStatus.GOOD;
-  // Range lock state (range-lock.ts), owned by the LU's RangeLock.
+  // RangeLockHolder (range-lock.ts): owned by the LU's RangeLock while lockState ≠ 0.
   /** @internal LockState: none, fast (untracked shared), held, waiting */
   lockState = 0;
   /** @internal */ lockExclusive = false;
@@ -82,13 +83,18 @@ export class Task {
   lockLba = 0;
   /** @internal */ lockEnd = 0;
   /** @internal next in the lock's held or waiting list */
-  lockNext: Task | null = null;
+  lockNext: RangeLockHolder | null = null;
   readonly ioDone: (err: Error | null) => void;
 
   constructor(cmd: ScsiCommand) {
     this.cmd = cmd;
     // One closure per command slot, not per request.
     this.ioDone = (err) => this.core!.ioComplete(this, err);
+  }
+
+  /** @internal The range lock was granted after a wait: run execute() again (it skips the acquire). */
+  lockGranted(): void {
+    this.core!.resume(this);
   }
 }
 

@@ -86,6 +86,10 @@ export enum Opcode {
   WRITE_6 = 0x0a,
   INQUIRY = 0x12,
   MODE_SELECT_6 = 0x15,
+  /** SPC-2 r20 §7.22 (SPC-3 and later leave RESERVE/RELEASE to SPC-2; SPC-4 §5.9.3) */
+  RESERVE_6 = 0x16,
+  /** SPC-2 r20 §7.17 */
+  RELEASE_6 = 0x17,
   MODE_SENSE_6 = 0x1a,
   START_STOP_UNIT = 0x1b,
   PREVENT_ALLOW_MEDIUM_REMOVAL = 0x1e,
@@ -101,7 +105,15 @@ export enum Opcode {
   LOG_SELECT = 0x4c,
   LOG_SENSE = 0x4d,
   MODE_SELECT_10 = 0x55,
+  /** SPC-2 r20 §7.21 */
+  RESERVE_10 = 0x56,
+  /** SPC-2 r20 §7.16 */
+  RELEASE_10 = 0x57,
   MODE_SENSE_10 = 0x5a,
+  /** SPC-4 §6.15 */
+  PERSISTENT_RESERVE_IN = 0x5e,
+  /** SPC-4 §6.16 */
+  PERSISTENT_RESERVE_OUT = 0x5f,
   /** SPC-4 THIRD-PARTY COPY OUT: EXTENDED COPY (LID1) is service action 00h */
   EXTENDED_COPY = 0x83,
   /** SPC-4 THIRD-PARTY COPY IN (SPC-3 RECEIVE COPY RESULTS) */

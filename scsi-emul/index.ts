@@ -21,3 +21,18 @@ export { createFileStore, openFileStore, FileStore } from './file-store';
 export type { FileStoreOptions } from './file-store';
 export { parseSize } from './size';
 export type { BlockLimits, Provisioning } from './vpd';
+export {
+  AluaState, TargetPortGroupStatus, aluaStateName, parseAluaState, DEFAULT_IMPLICIT_TRANSITION_SECONDS,
+  UNCONFIGURED_PORTS_GROUP,
+} from './alua';
+export type { TargetPortGroupConfig, AluaOptions, TargetPortGroupInfo } from './alua';
+export {
+  ProtocolId, portNameError, protocolOfPortName, canonicalPortName, encodeTransportId, decodeTransportId,
+  transportIdLength,
+} from './transport-id';
+export {
+  PrType, PrScope, PrInServiceAction, PrOutServiceAction, PR_SNAPSHOT_VERSION, MAX_REGISTRATIONS, validatePrSnapshot,
+} from './persistent-reservations';
+export type {
+  PrPersistence, PrSnapshot, PrRegistrationSnapshot, PrReservationSnapshot, PersistentReservationsOptions,
+} from './persistent-reservations';

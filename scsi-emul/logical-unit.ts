@@ -6,8 +6,9 @@ import { Task, TaskState } from './command';
 import { TaskAttribute } from './constants';
 import type { NexusRecord } from './nexus';
 import { BlockLimits, Provisioning, defaultBlockLimits, defaultProvisioning } from './vpd';
-import { RangeLock } from './range-lock';
+import { RangeLock, RangeLockHolder } from './range-lock';
 import { initSbcParameters, storeIsThin } from './sbc-limits';
+import { PersistentReservations, type PersistentReservationsOptions } from './persistent-reservations';
 
 export interface LogicalUnitIdentity {
   /** T10 vendor identification, ≤ 8 printable ASCII characters (SPC-4 §6.6.2). */
@@ -36,6 +37,11 @@ export interface LogicalUnitOptions {
   name?: string;
   /** LOGICAL UNIT GROUP of the VPD 83h designator type 6h (SPC-4 §7.8.6.8); default 0 */
   logicalUnitGroup?: number;
+  /**
+   * Where the LU's persistent reservations are saved and what was restored at start
+   * (persistent-reservations.ts). Without it they work but live only as long as the process.
+   */
+  persistentReservations?: PersistentReservationsOptions;
 }
 
 /**
@@ -111,8 +117,8 @@ export class LogicalUnit {
   readonly blockSize: number;
   /** log2(physical / logical block size): 3 for 512e (SBC-3 r36 §5.16.2) */
   readonly physicalBlockExponent: number;
-  /** makes COMPARE AND WRITE, WRITE ATOMIC and FORMAT UNIT atomic against other commands */
-  readonly rangeLock = new RangeLock();
+  /** makes COMPARE AND WRITE, WRITE ATOMIC and FORMAT UNIT atomic against other commands and copies */
+  readonly rangeLock = new RangeLock<RangeLockHolder>();
   readonly name: string;
   readonly identity: ResolvedIdentity;
   /** write protected: configured read-only, or the store is (then it is also opened O_RDONLY) */
@@ -138,6 +144,8 @@ export class LogicalUnit {
   readonly provisioning: Provisioning = defaultProvisioning();
   /** VPD 83h logical unit group (SPC-4 §7.8.6.8). */
   readonly logicalUnitGroup: number;
+  /** Persistent and SPC-2 reservations, shared by every I_T nexus (persistent-reservations.ts). */
+  readonly pr: PersistentReservations;
   /**
    * Set when a write-back error was reported (fdatasync EIO): Linux may have dropped the
    * dirty pages, so a later flush could "succeed" without the data. Every later write and
@@ -187,6 +195,7 @@ export class LogicalUnit {
       throw new RangeError(`LogicalUnit ${this.name}: logicalUnitGroup must be 0..65535, got ${group}`);
     }
     this.logicalUnitGroup = group;
+    this.pr = new PersistentReservations(options.persistentReservations, this.name);
     initSbcParameters(this.blockLimits, this.provisioning, blockSize, storeIsThin(store, this.readOnly));
   }
 

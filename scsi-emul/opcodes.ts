@@ -15,6 +15,11 @@ import * as spcMode from './spc-mode';
 import * as spcReport from './spc-report';
 import * as logPages from './log-pages';
 import * as xcopy from './xcopy';
+import * as prIn from './pr-in';
+import * as prOut from './pr-out';
+import * as prSpc2 from './pr-spc2';
+import { PrInServiceAction, PrOutServiceAction } from './persistent-reservations';
+import * as alua from './alua';
 
 export type { CommandDef } from './command-def';
 
@@ -44,7 +49,7 @@ const ROWS: Row[] = [
   {
     name: 'TEST UNIT READY', opcode: Opcode.TEST_UNIT_READY,
     usage: [0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
-    direction: NONE, flags: CmdFlag.WELL_KNOWN_LU_OK, pr: PrAccess.ALLOWED, alua: AluaAccess.ACTIVE,
+    direction: NONE, flags: CmdFlag.WELL_KNOWN_LU_OK, pr: PrAccess.TEST_UNIT_READY, alua: AluaAccess.ACTIVE,
     parse: spc.parseNothing, execute: spc.executeNothing,
   },
   {
@@ -85,6 +90,20 @@ const ROWS: Row[] = [
     usage: [0x15, 0x11, 0x00, 0x00, 0xff, 0x00],
     direction: OUT, flags: CmdFlag.NONE, pr: PrAccess.CONFLICT, alua: AluaAccess.STANDBY,
     parse: spcMode.parseModeSelect, execute: spcMode.executeModeSelect,
+  },
+  {
+    // SPC-2 r20 §7.22 / §7.17: byte 1 (3RDPTY, THIRD-PARTY DEVICE ID, obsolete EXTENT) and the
+    // obsolete bytes 2-4 are 0 in the usage data: logical unit reservations only (pr-spc2.ts).
+    name: 'RESERVE(6)', opcode: Opcode.RESERVE_6,
+    usage: [0x16, 0x00, 0x00, 0x00, 0x00, 0x00],
+    direction: NONE, flags: CmdFlag.NONE, pr: PrAccess.RESERVE_RELEASE, alua: AluaAccess.ACTIVE,
+    parse: prSpc2.parseReserveRelease, execute: prSpc2.executeReserve,
+  },
+  {
+    name: 'RELEASE(6)', opcode: Opcode.RELEASE_6,
+    usage: [0x17, 0x00, 0x00, 0x00, 0x00, 0x00],
+    direction: NONE, flags: CmdFlag.NONE, pr: PrAccess.RESERVE_RELEASE, alua: AluaAccess.ACTIVE,
+    parse: prSpc2.parseReserveRelease, execute: prSpc2.executeRelease,
   },
   {
     name: 'MODE SENSE(6)', opcode: Opcode.MODE_SENSE_6,
@@ -179,11 +198,58 @@ const ROWS: Row[] = [
     parse: spcMode.parseModeSelect, execute: spcMode.executeModeSelect,
   },
   {
+    // SPC-2 r20 §7.21 / §7.16: 3RDPTY, LONGID, THIRD-PARTY DEVICE ID and PARAMETER LIST LENGTH
+    // (third-party reservations only) are 0 in the usage data (pr-spc2.ts).
+    name: 'RESERVE(10)', opcode: Opcode.RESERVE_10,
+    usage: [0x56, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
+    direction: NONE, flags: CmdFlag.NONE, pr: PrAccess.RESERVE_RELEASE, alua: AluaAccess.ACTIVE,
+    parse: prSpc2.parseReserveRelease, execute: prSpc2.executeReserve,
+  },
+  {
+    name: 'RELEASE(10)', opcode: Opcode.RELEASE_10,
+    usage: [0x57, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
+    direction: NONE, flags: CmdFlag.NONE, pr: PrAccess.RESERVE_RELEASE, alua: AluaAccess.ACTIVE,
+    parse: prSpc2.parseReserveRelease, execute: prSpc2.executeRelease,
+  },
+  {
     name: 'MODE SENSE(10)', opcode: Opcode.MODE_SENSE_10,
     usage: [0x5a, 0x18, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00],
     direction: IN, flags: ALLOC, pr: PrAccess.ALLOWED_WRITE_EXCLUSIVE, alua: AluaAccess.STANDBY,
     parse: spcMode.parseModeSense, execute: spcMode.executeModeSense,
   },
+  // PERSISTENT RESERVE IN (SPC-4 r37 §6.15, pr-in.ts): byte 1 bits 4-0 the service action, bytes
+  // 7-8 ALLOCATION LENGTH. Allowed in the standby state (SPC-4 §5.15.2.4.4).
+  ...([
+    ['READ KEYS', PrInServiceAction.READ_KEYS, prIn.executeReadKeys],
+    ['READ RESERVATION', PrInServiceAction.READ_RESERVATION, prIn.executeReadReservation],
+    ['REPORT CAPABILITIES', PrInServiceAction.REPORT_CAPABILITIES, prIn.executeReportCapabilities],
+    ['READ FULL STATUS', PrInServiceAction.READ_FULL_STATUS, prIn.executeReadFullStatus],
+  ] as const).map(([sa, value, execute]): Row => ({
+    name: `PERSISTENT RESERVE IN(${sa})`, opcode: Opcode.PERSISTENT_RESERVE_IN,
+    sa: { value, byte: 1, mask: 0x1f },
+    usage: [0x5e, value, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00],
+    direction: IN, flags: ALLOC, pr: PrAccess.PERSISTENT_RESERVE_IN, alua: AluaAccess.STANDBY,
+    parse: prIn.parsePrIn, execute,
+  })),
+  // PERSISTENT RESERVE OUT (SPC-4 r37 §6.16, pr-out.ts): byte 2 SCOPE and TYPE (evaluated by the
+  // service actions that use them, ignored by the others: all bits used), bytes 5-8 PARAMETER
+  // LIST LENGTH. Not WRITES_MEDIUM: reservations work on write-protected LUs too.
+  ...([
+    ['REGISTER', PrOutServiceAction.REGISTER],
+    ['RESERVE', PrOutServiceAction.RESERVE],
+    ['RELEASE', PrOutServiceAction.RELEASE],
+    ['CLEAR', PrOutServiceAction.CLEAR],
+    ['PREEMPT', PrOutServiceAction.PREEMPT],
+    ['PREEMPT AND ABORT', PrOutServiceAction.PREEMPT_AND_ABORT],
+    ['REGISTER AND IGNORE EXISTING KEY', PrOutServiceAction.REGISTER_AND_IGNORE_EXISTING_KEY],
+    ['REGISTER AND MOVE', PrOutServiceAction.REGISTER_AND_MOVE],
+  ] as const).map(([sa, value]): Row => ({
+    name: `PERSISTENT RESERVE OUT(${sa})`, opcode: Opcode.PERSISTENT_RESERVE_OUT,
+    sa: { value, byte: 1, mask: 0x1f },
+    usage: [0x5f, value, 0xff, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00],
+    direction: OUT, flags: CmdFlag.NONE, pr: PrAccess.PERSISTENT_RESERVE_OUT, alua: AluaAccess.STANDBY,
+    parse: prOut.parsePrOut, execute: prOut.executePrOut,
+  })),
   {
     // SPC-4 THIRD-PARTY COPY OUT / IN (SPC-3 EXTENDED COPY / RECEIVE COPY RESULTS), xcopy.ts.
     // Not WRITES_MEDIUM: the LU receiving the command may be only the copy source; the copy
@@ -296,11 +362,19 @@ const ROWS: Row[] = [
     parse: spc.parseReportLuns, execute: spc.executeReportLuns,
   },
   {
+    // byte 1: PARAMETER DATA FORMAT (bits 7-5) with the service action; 6-9 ALLOCATION LENGTH (SPC-4 §6.37).
+    name: 'REPORT TARGET PORT GROUPS', opcode: Opcode.MAINTENANCE_IN,
+    sa: { value: alua.MAINTENANCE_IN_REPORT_TARGET_PORT_GROUPS, byte: 1, mask: 0x1f },
+    usage: [0xa3, 0xea, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    direction: IN, flags: ALLOC, pr: PrAccess.ALLOWED, alua: AluaAccess.ALWAYS,
+    parse: alua.parseReportTargetPortGroups, execute: alua.executeReportTargetPortGroups,
+  },
+  {
     // MAINTENANCE IN: byte 1 bits 4-0 are the service action; byte 2 RCTD, REPORTING OPTIONS.
     name: 'REPORT SUPPORTED OPERATION CODES', opcode: Opcode.MAINTENANCE_IN,
     sa: { value: MaintenanceIn.REPORT_SUPPORTED_OPERATION_CODES, byte: 1, mask: 0x1f },
     usage: [0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
-    direction: IN, flags: ALLOC, pr: PrAccess.ALLOWED, alua: AluaAccess.STANDBY,
+    direction: IN, flags: ALLOC, pr: PrAccess.ALLOWED_WRITE_EXCLUSIVE, alua: AluaAccess.UNAVAILABLE,
     parse: spcReport.parseReportSupportedOperationCodes, execute: spcReport.executeReportSupportedOperationCodes,
   },
   {
@@ -308,8 +382,17 @@ const ROWS: Row[] = [
     name: 'REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS', opcode: Opcode.MAINTENANCE_IN,
     sa: { value: MaintenanceIn.REPORT_SUPPORTED_TASK_MANAGEMENT_FUNCTIONS, byte: 1, mask: 0x1f },
     usage: [0xa3, 0x0d, 0x80, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
-    direction: IN, flags: ALLOC, pr: PrAccess.ALLOWED, alua: AluaAccess.STANDBY,
+    direction: IN, flags: ALLOC, pr: PrAccess.ALLOWED_WRITE_EXCLUSIVE, alua: AluaAccess.UNAVAILABLE,
     parse: spcReport.parseReportSupportedTmfs, execute: spcReport.executeReportSupportedTmfs,
+  },
+  {
+    // MAINTENANCE OUT: byte 1 bits 4-0 the service action; 6-9 PARAMETER LIST LENGTH (SPC-4 §6.45).
+    // A state change: conflicts with a reservation held by another initiator (SPC-4 table 45).
+    name: 'SET TARGET PORT GROUPS', opcode: alua.OPCODE_MAINTENANCE_OUT,
+    sa: { value: alua.MAINTENANCE_OUT_SET_TARGET_PORT_GROUPS, byte: 1, mask: 0x1f },
+    usage: [0xa4, 0x0a, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    direction: OUT, flags: CmdFlag.NONE, pr: PrAccess.CONFLICT, alua: AluaAccess.UNAVAILABLE,
+    parse: alua.parseSetTargetPortGroups, execute: alua.executeSetTargetPortGroups,
   },
   {
     name: 'READ(12)', opcode: Opcode.READ_12,

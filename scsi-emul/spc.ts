@@ -9,6 +9,7 @@ import type { LogicalUnit } from './logical-unit';
 import { REPORT_LUNS_WLUN } from './constants';
 import { Sense, SenseError, encodeSense } from './sense';
 import { be16, be32, putBe16, putBe32 } from './bytes';
+import { TPGS_IMPLICIT_AND_EXPLICIT } from './alua';
 import {
   PDT_DISK, PDT_NO_LUN, PDT_WELL_KNOWN_LU, findVpdPage, targetPortDesignators, targetPortDesignatorsLength,
 } from './vpd';
@@ -58,7 +59,9 @@ export function executeInquiry(core: Core, task: Task): number {
     b[2] = 0x06; // VERSION: SPC-4
     b[3] = 0x12; // HISUP=1 (hierarchical LUNs; single level is one), RESPONSE DATA FORMAT=2
     b[4] = STD_INQUIRY_LENGTH - 5; // ADDITIONAL LENGTH
-    b[5] = 0x00; // SCCS, ACC, TPGS=00b (ALUA not offered yet), 3PC, PROTECT all 0
+    // TPGS=11b, implicit and explicit ALUA (alua.ts), for a logical unit; the null LU and the
+    // REPORT LUNS well known LU have no target port groups. SCCS, ACC, 3PC, PROTECT 0.
+    b[5] = lu !== null ? TPGS_IMPLICIT_AND_EXPLICIT : 0x00;
     b[6] = 0x00;
     b[7] = 0x02; // CMDQUE=1: tagged command queuing
     writeAscii(b, 8, id.vendor);

@@ -14,6 +14,9 @@ import {
 import { FieldPointer, Sense, SenseCondition, SenseError, SenseExtra, encodeSense } from './sense';
 import { copyToSegments } from './bytes';
 import { resetModeParameters } from './spc-mode';
+import { AluaOptions, AluaState, TargetPortGroupConfig, TargetPortGroupInfo, TargetPortGroups, aluaDenial } from './alua';
+import { discardCopyResults } from './xcopy';
+import { reservationConflict } from './persistent-reservations';
 
 export interface ScsiTargetOptions {
   /** Largest transfer of one command in bytes (VPD B0h MAXIMUM TRANSFER LENGTH). Default 4 MiB. */
@@ -51,6 +54,8 @@ export class ScsiTarget implements Core, TaskCore {
   private readonly luns: (LogicalUnit | undefined)[] = new Array(MAX_LUN + 1);
   private lunNumbers: number[] = [];
   private readonly nexuses = new NexusRegistry();
+  /** @internal ALUA target port groups (alua.ts); target-wide, shared by every LU */
+  readonly portGroups = new TargetPortGroups(() => this.nexuses.records(), (rec, c) => this.raiseForNexus(rec, c));
   private readonly scratch = new Uint8Array(SCRATCH_SIZE);
   private responseBuf: Uint8Array = this.scratch;
   /** commands in some LU task set (waiting or running) */
@@ -94,6 +99,32 @@ export class ScsiTarget implements Core, TaskCore {
 
   getLogicalUnit(lun: number): LogicalUnit | undefined {
     return validLun(lun) ? this.luns[lun] : undefined;
+  }
+
+  /**
+   * ALUA (alua.ts): replaces the target port groups. Validated whole (RangeError: duplicate ids,
+   * a port in two groups, bad ids, states or options); nothing changes on error. The
+   * configuration is authoritative: a port it does not list is UNAVAILABLE in group 0. If any
+   * group's state, preference or ports changed, every known I_T nexus gets ASYMMETRIC ACCESS
+   * STATE CHANGED (2A/06) on every LU, preceded by INQUIRY DATA HAS CHANGED (3F/03) where the
+   * nexus's port changed group (VPD 83h).
+   */
+  setTargetPortGroups(groups: TargetPortGroupConfig[], options?: AluaOptions): void {
+    this.portGroups.configure(groups, options);
+  }
+
+  /**
+   * ALUA: an operator changes one group's state (immediate; status code 02h, implicit). Raises
+   * ASYMMETRIC ACCESS STATE CHANGED for every known I_T nexus on every LU. RangeError if the
+   * group does not exist.
+   */
+  setTargetPortGroupState(id: number, state: AluaState): void {
+    this.portGroups.setState(id, state);
+  }
+
+  /** ALUA: the target port groups that have ports, ascending by id. */
+  targetPortGroups(): readonly TargetPortGroupInfo[] {
+    return this.portGroups.list();
   }
 
   /**
@@ -168,7 +199,7 @@ export class ScsiTarget implements Core, TaskCore {
   /** First contact / new session of an initiator: raises POWER ON/RESET 29/00 for it on every LU (virtio reset, new VM session). */
   nexusEstablished(nexus: ITNexus): void {
     if (!validNexus(nexus)) throw new TypeError('nexusEstablished: invalid I_T nexus (targetPortId must be 1..65535)');
-    const rec = this.nexuses.find(nexus) ?? this.nexuses.add(nexus);
+    const rec = this.nexuses.find(nexus) ?? this.addNexus(nexus);
     this.raiseForNexus(rec, Sense.POWER_ON_RESET);
     this.nexusLost(rec);
   }
@@ -181,8 +212,8 @@ export class ScsiTarget implements Core, TaskCore {
   private nexusLost(rec: NexusRecord): void {
     for (const n of this.lunNumbers) {
       const lu = this.luns[n]!;
-      void lu;
-      void rec;
+      discardCopyResults(lu, rec); // held RECEIVE COPY RESULTS data of this nexus (SPC-4 §6.25 c))
+      lu.pr.nexusLost(rec); // its SPC-2 reservation ends (SPC-2 r20 §5.5.1); persistent ones stay
     }
   }
 
@@ -191,18 +222,26 @@ export class ScsiTarget implements Core, TaskCore {
    * §6.3.3); persistent reservations are kept (SPC-4 §5.9.6).
    */
   private logicalUnitReset(lu: LogicalUnit): void {
-    void lu;
+    discardCopyResults(lu, null); // held RECEIVE COPY RESULTS data of every nexus (SPC-4 §6.25 c))
+    lu.pr.logicalUnitReset(); // the SPC-2 reservation ends (SPC-2 r20 §5.5.1); persistent ones stay
   }
 
   private raiseForNexus(rec: NexusRecord, c: SenseCondition): void {
     for (const n of this.lunNumbers) this.luns[n]!.establishUnitAttention(rec, c);
   }
 
+  /** Registers a nexus not seen before; its target port takes its place in the ALUA groups. */
+  private addNexus(nexus: ITNexus): NexusRecord {
+    const rec = this.nexuses.add(nexus);
+    this.portGroups.portSeen(rec);
+    return rec;
+  }
+
   /** The record of a nexus, creating it (first contact: POWER ON/RESET on every LU) if new. */
   private nexusRecord(nexus: ITNexus): NexusRecord {
     let rec = this.nexuses.find(nexus);
     if (rec === null) {
-      rec = this.nexuses.add(nexus);
+      rec = this.addNexus(nexus);
       this.raiseForNexus(rec, Sense.POWER_ON_RESET);
     }
     return rec;
@@ -385,18 +424,22 @@ export class ScsiTarget implements Core, TaskCore {
 
   /**
    * ALUA gate (SPC-4 §5.15.2.4): a condition (NOT READY, asymmetric access state) when the
-   * target port's state forbids `def.alua`. Placeholder: every port is active/optimized.
+   * state of the command's target port forbids `def.alua` (alua.ts aluaDenial).
    */
-  protected aluaGate(_lu: LogicalUnit, _def: CommandDef | null, _task: Task): SenseCondition | null {
-    return null;
+  protected aluaGate(_lu: LogicalUnit, def: CommandDef | null, task: Task): SenseCondition | null {
+    const state = this.portGroups.stateByPort[task.nexus!.targetPortId];
+    if (state === AluaState.ACTIVE_OPTIMIZED) return null; // the common case: one load, one comparison
+    return aluaDenial(state, def);
   }
 
   /**
-   * Reservation gate (SPC-4 §5.9.3 table 45): true when `def.pr` conflicts with the LU's
-   * persistent reservation for this nexus. Placeholder: no reservations exist yet.
+   * Reservation gate (SPC-4 r37 §5.9.1 table 45, SBC-3 r36 table 13, SPC-2 r20 §5.5.1 table 10;
+   * persistent-reservations.ts): true when `def.pr` conflicts with the LU's persistent or SPC-2
+   * reservation for this nexus. One field test while the LU has no reservation. A command we do
+   * not know meets no conflict: its CDB error is reported.
    */
-  protected reservationGate(_lu: LogicalUnit, _def: CommandDef | null, _task: Task): boolean {
-    return false;
+  protected reservationGate(lu: LogicalUnit, def: CommandDef | null, task: Task): boolean {
+    return lu.pr.gateActive && def !== null && reservationConflict(lu.pr, def, task);
   }
 
   /**
@@ -509,6 +552,11 @@ export class ScsiTarget implements Core, TaskCore {
       this.storeThrew(task, e);
     }
     return EXECUTE_ASYNC;
+  }
+
+  /** @internal PREEMPT AND ABORT (pr-out.ts): aborts commands as ABORT TASK SET does. */
+  abortTasks(victims: readonly Task[], done: () => void): void {
+    this.abort(victims.slice(), ServiceResponse.ABORTED, () => done());
   }
 
   /** @internal */

@@ -159,6 +159,9 @@ export function targetPortDesignatorsLength(nexus: NexusRecord): number {
  * The designators of the target port a nexus came through (ASSOCIATION 01b): relative target
  * port (§7.8.6.5), target port group (§7.8.6.7), and the port's SCSI name string when the
  * fabric named it. Returns the offset after them. Shared with the REPORT LUNS well known LU.
+ * The group is the target's ALUA placement of the port (alua.ts keeps the record's
+ * targetPortGroup equal to it; the fabric's ITNexus.targetPortGroup is only the default), so
+ * it always agrees with REPORT TARGET PORT GROUPS.
  */
 export function targetPortDesignators(b: Uint8Array, off: number, nexus: NexusRecord): number {
   const proto = nexus.protocolId;

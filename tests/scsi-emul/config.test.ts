@@ -81,6 +81,6 @@ t.test('one opcode table: every row is consistent', (t) => {
     if (d.serviceAction >= 0) cdb[d.saByte] = d.serviceAction;
     t.equal(lookupCommand(cdb), d, `${d.name}: lookup finds the row`);
   }
-  t.equal(COMMANDS.length, 44); // 19 of the skeleton + issue 3 rows (SBC: 15)
+  t.equal(COMMANDS.length, 62); // 19 of the skeleton + 25 of issue 3 + 16 reservations + 2 ALUA
   t.end();
 });

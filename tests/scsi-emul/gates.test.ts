@@ -99,7 +99,7 @@ t.test('UA-exempt commands skip only the UA gate', (t) => {
 t.test('execute → clamp to ALLOCATION LENGTH', (t) => {
   const { target } = probe();
   const r = run(target, { cdb: [0x12, 0, 0, 0, 7, 0], dataIn: 96 });
-  t.equal(toHex(r.data), '00 00 06 12 5b 00 00');
+  t.equal(toHex(r.data), '00 00 06 12 5b 30 00');
   t.end();
 });
 

@@ -11,8 +11,8 @@ t.test('standard INQUIRY data (SPC-4 §6.6.2)', (t) => {
   t.equal(r.serviceResponse, ServiceResponse.COMMAND_COMPLETE);
   t.equal(r.status, ScsiStatus.GOOD);
   t.equal(r.data.length, 96);
-  // PDT 00h disk, RMB 0, VERSION 06h (SPC-4), HISUP|RDF 2, ADDITIONAL LENGTH 91, CmdQue.
-  t.equal(toHex(r.data.subarray(0, 8)), '00 00 06 12 5b 00 00 02');
+  // PDT 00h disk, RMB 0, VERSION 06h (SPC-4), HISUP|RDF 2, ADDITIONAL LENGTH 91, TPGS 11b (SPC-4 §6.6.2: implicit and explicit ALUA), CmdQue.
+  t.equal(toHex(r.data.subarray(0, 8)), '00 00 06 12 5b 30 00 02');
   t.same(r.data.subarray(8, 16), ascii('VHOST-TS'), 'T10 vendor id');
   t.same(r.data.subarray(16, 32), ascii('vhost-scsi-ts   '), 'product id, space padded');
   t.same(r.data.subarray(32, 36), ascii('0.1 '), 'revision, space padded');
@@ -49,7 +49,7 @@ t.test('ALLOCATION LENGTH clamps, a small buffer truncates (never OVERRUN)', (t)
   t.equal(r.serviceResponse, ServiceResponse.COMMAND_COMPLETE);
   t.equal(r.data.length, 20);
   r = run(target, { cdb: INQ(96), dataIn: [new Uint8Array(3), new Uint8Array(5), new Uint8Array(100)] });
-  t.equal(toHex(r.data.subarray(0, 8)), '00 00 06 12 5b 00 00 02', 'segmented data-in');
+  t.equal(toHex(r.data.subarray(0, 8)), '00 00 06 12 5b 30 00 02', 'segmented data-in');
   t.end();
 });
 
