@@ -1,22 +1,42 @@
-// Builds a running backend from a ServeConfig: backstores → logical units → target core →
-// virtio-scsi device → vhost-user server. The CLI and the end-to-end tests both start here.
+// Builds a running backend from a ServeConfig: backstores → logical units → one target core →
+// one virtio-scsi device and vhost-user server per port. The CLI and the end-to-end tests both
+// start here.
+//
+// Topology: every socket is a virtio-scsi controller and a SCSI target port (relative target port
+// id, target port group) of the one shared target; the frontend on it is one initiator port. All
+// ports reach every LUN, so two VMs on two sockets share disks (reservations arbitrate), and one
+// VM with two controllers sees two paths (ALUA says which to use).
 
+import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
-import { createFileStore, createRamStore, LogicalUnit, ScsiTarget, type BlockStore } from '../scsi-emul';
+import {
+  createFileStore, createRamStore, LogicalUnit, protocolOfPortName, ScsiTarget,
+  type BlockStore, type ITNexus, type PrPersistence, type TargetPortGroupConfig,
+} from '../scsi-emul';
 import { nativeIoEngine } from './io-engine';
 import { Logger } from './log';
 import { VhostUserServer } from './server';
-import { VirtioScsiDevice } from './virtio-scsi/device';
-import { ConfigError, type LunConfig, type ServeConfig } from './config';
-import { LunReloader, type ReloadResult } from './reload';
+import { VirtioScsiDevice, type LunEventResult } from './virtio-scsi/device';
+import { ConfigError, type LunConfig, type PortConfig, type ServeConfig, type TargetPortGroupEntry } from './config';
+import { LunReloader, type LunEvents, type ReloadResult } from './reload';
+import { FilePrPersistence, loadPrState } from './pr-store';
 
-export interface Backend {
+export interface BackendPort {
+  readonly config: PortConfig;
+  readonly nexus: ITNexus;
   readonly server: VhostUserServer;
   readonly device: VirtioScsiDevice;
+}
+
+export interface Backend {
+  /** the first port's server and device (single-socket users and tests) */
+  readonly server: VhostUserServer;
+  readonly device: VirtioScsiDevice;
+  readonly ports: readonly BackendPort[];
   readonly target: ScsiTarget;
-  /** SIGHUP: re-read the --config file and apply its LUN changes live (backend/reload.ts). */
+  /** SIGHUP: re-read the --config file and apply its LUN and target port group changes live. */
   reload(done?: (r: ReloadResult) => void): void;
-  /** Stop accepting, end the session (in-flight I/O drained), flush every LU, close the stores, remove the socket. */
+  /** Stop accepting, end the sessions (in-flight I/O drained), flush every LU, close the stores, remove the sockets. */
   shutdown(done: (err: Error | null) => void): void;
 }
 
@@ -29,17 +49,44 @@ function openStore(l: LunConfig): BlockStore {
   }
 }
 
+function luName(l: LunConfig): string {
+  return l.path ? resolve(l.path) : `ram-lun${l.lun}`;
+}
+
+/**
+ * The file name persistent reservation state of a LU is kept under: from what identifies the LU
+ * (its image path or ram LUN number, and a configured serial), so the same LU finds its
+ * registrations after a restart.
+ */
+export function prStateKey(l: LunConfig): string {
+  const h = createHash('sha256').update(`${luName(l)}\0${l.serial ?? ''}`).digest('hex');
+  return `lu-${h.slice(0, 24)}`;
+}
+
 /** The store and logical unit of one configured LUN (at start and when a reload adds it). */
-export function openLogicalUnit(l: LunConfig): LogicalUnit {
+export function openLogicalUnit(l: LunConfig, pr?: { persistence: PrPersistence; dirs: { persistentDir: string; volatileDir: string } }): LogicalUnit {
+  let persistentReservations;
+  if (pr !== undefined) {
+    const key = prStateKey(l);
+    let restored;
+    try {
+      restored = loadPrState(pr.dirs, key);
+    } catch (e) {
+      // A damaged state file is never silently reset: the operator decides (reliability.md §4.7).
+      throw new ConfigError(`LUN ${l.lun}: persistent reservation state: ${(e as Error).message}`);
+    }
+    persistentReservations = { persistence: pr.persistence, key, restored };
+  }
   const store = openStore(l);
   try {
     return new LogicalUnit(store, {
-      name: l.path ? `${resolve(l.path)}` : `ram-lun${l.lun}`,
+      name: luName(l),
       blockSize: l.blockSize,
       physicalBlockSize: l.physicalBlockSize,
       writeCache: l.writeCache,
       readOnly: l.readOnly || store.readOnly,
       identity: { vendor: l.vendor, product: l.product, revision: l.revision, serial: l.serial },
+      persistentReservations,
     });
   } catch (e) {
     store.close(() => {});
@@ -47,32 +94,111 @@ export function openLogicalUnit(l: LunConfig): LogicalUnit {
   }
 }
 
+/** The I_T nexus of a port: its initiator, its target port and the protocol its names pick. */
+export function portNexus(p: PortConfig): ITNexus {
+  const protocolId = protocolOfPortName(p.wwn);
+  return {
+    initiatorPort: p.initiator,
+    targetPortId: p.targetPortId,
+    ...(protocolId !== null ? { protocolId } : {}),
+    // SPC-4 §7.8.6.11: a target port's SCSI name string carries ",t,0x" and the portal group tag
+    // (tcm_loop's tpgt_1), as LIO reports its ports.
+    targetPortName: `${p.wwn},t,0x0001`,
+    targetPortGroup: p.group,
+  };
+}
+
+/** The core's ALUA configuration from the file/CLI groups and the ports' membership. */
+export function aluaGroups(groups: readonly TargetPortGroupEntry[], ports: readonly PortConfig[]): TargetPortGroupConfig[] {
+  return groups.map((g) => ({
+    id: g.id, state: g.state, preferred: g.preferred,
+    ports: ports.filter((p) => p.group === g.id).map((p) => p.targetPortId),
+  }));
+}
+
 export function startBackend(config: ServeConfig, log = new Logger(config.logLevel), listenFd = -1): Backend {
+  if (listenFd >= 0 && config.ports.length > 1) throw new ConfigError('--fd serves one socket; configure the other ports with socket paths only');
   const target = new ScsiTarget();
+  const dirs = { persistentDir: config.stateDir, volatileDir: config.runDir };
+  const pr = { persistence: new FilePrPersistence(dirs), dirs };
+  const open = (l: LunConfig): LogicalUnit => openLogicalUnit(l, pr);
   const stores: BlockStore[] = [];
   try {
+    if (config.targetPortGroups !== undefined) target.setTargetPortGroups(aluaGroups(config.targetPortGroups, config.ports));
     for (const l of config.luns) {
-      const lu = openLogicalUnit(l);
+      const lu = open(l);
       stores.push(lu.store);
       target.addLogicalUnit(l.lun, lu);
     }
   } catch (e) {
     for (const s of stores) s.close(() => {});
+    if (e instanceof RangeError) throw new ConfigError(e.message);
     throw e;
   }
-  const device = new VirtioScsiDevice({
-    target,
-    nexus: { initiatorPort: config.initiatorId, targetPortId: 1 },
-    numRequestQueues: config.queues,
-    log: log.child('virtio-scsi'),
+  const ports: BackendPort[] = [];
+  try {
+    config.ports.forEach((p, i) => {
+      const nexus = portNexus(p);
+      const device = new VirtioScsiDevice({
+        target,
+        nexus,
+        numRequestQueues: p.queues,
+        log: log.child(config.ports.length > 1 ? `virtio-scsi:${p.targetPortId}` : 'virtio-scsi'),
+      });
+      const server = new VhostUserServer({ socketPath: p.socket, listenFd: i === 0 ? listenFd : -1, device, log });
+      server.listen();
+      ports.push({ config: p, nexus, server, device });
+    });
+  } catch (e) {
+    for (const p of ports) p.server.close(() => {});
+    target.close(() => {});
+    throw e;
+  }
+  // LUN events go to every controller: each guest rescans on its own.
+  const events: LunEvents = {
+    notifyLunInventory: (lun, added) => combine(ports.map((p) => p.device.notifyLunInventory(lun, added))),
+    notifyParameterChange: (lun, asc, ascq) => combine(ports.map((p) => p.device.notifyParameterChange(lun, asc, ascq))),
+  };
+  const configLog = log.child('config');
+  const reloader = new LunReloader({
+    target, events, log: configLog, open, config,
+    onConfig: (next) => applyGroups(next.targetPortGroups),
   });
-  const reloader = new LunReloader({ target, events: device, log: log.child('config'), open: openLogicalUnit, config });
-  const server = new VhostUserServer({ socketPath: config.socket, listenFd, device, log });
-  server.listen();
+  let groups = config.targetPortGroups;
+  function applyGroups(next: TargetPortGroupEntry[] | undefined): void {
+    if (next === undefined) {
+      if (groups !== undefined) configLog.warn('reload: "targetPortGroups" was removed from the file; the groups stay as they are until the next start');
+      return;
+    }
+    if (groups === undefined) {
+      configLog.warn('reload: "targetPortGroups" appeared in the file; ALUA groups take effect at the next start');
+      return;
+    }
+    const ids = new Set(next.map((g) => g.id));
+    const missing = config.ports.filter((p) => !ids.has(p.group));
+    if (missing.length > 0 || next.length !== new Set(next.map((g) => g.id)).size) {
+      configLog.error(`reload: targetPortGroups must define each group once, including ${[...new Set(config.ports.map((p) => p.group))].join(', ')}; groups unchanged`);
+      return;
+    }
+    const before = new Map(groups.map((g) => [g.id, g]));
+    const changed = next.filter((g) => before.get(g.id)?.state !== g.state || before.get(g.id)?.preferred !== g.preferred);
+    if (changed.length === 0) return;
+    try {
+      target.setTargetPortGroups(aluaGroups(next, config.ports));
+    } catch (e) {
+      configLog.error(`reload: targetPortGroups: ${(e as Error).message}; groups unchanged`);
+      return;
+    }
+    groups = next.map((g) => ({ ...g }));
+    for (const g of changed) {
+      configLog.info(`reload: target port group ${g.id} is now ${stateWord(g)}${g.preferred ? ' (preferred)' : ''}: ASYMMETRIC ACCESS STATE CHANGED raised`);
+    }
+  }
   let shuttingDown = false;
   return {
-    server,
-    device,
+    server: ports[0].server,
+    device: ports[0].device,
+    ports,
     target,
     reload(done) {
       reloader.reload(done);
@@ -82,10 +208,24 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
       shuttingDown = true;
       // A reload in progress finishes first (a removed LU's store is closed by it).
       reloader.close(() => {
-        server.close(() => {
-          target.close((err) => done(err));
-        });
+        let left = ports.length;
+        for (const p of ports) {
+          p.server.close(() => {
+            if (--left === 0) target.close((err) => done(err));
+          });
+        }
       });
     },
   };
+}
+
+function stateWord(g: TargetPortGroupEntry): string {
+  return ['active-optimized', 'active-non-optimized', 'standby', 'unavailable'][g.state] ?? `state ${g.state}`;
+}
+
+/** One result for an event sent to several controllers: sent to any, else missed by any. */
+function combine(rs: LunEventResult[]): LunEventResult {
+  if (rs.includes('sent')) return 'sent';
+  if (rs.includes('missed')) return 'missed';
+  return 'not-negotiated';
 }

@@ -3,7 +3,10 @@
 // a failure to start is exit 1 (vhost-user.rst "Backend program conventions": fail early, != 0).
 
 import { resolve } from 'node:path';
-import { ConfigError, finishConfig, loadConfigFile, parseLunSpec, parseQueues, type ServeConfig } from './config';
+import {
+  ConfigError, finishConfig, loadConfigFile, parseLunSpec, parsePortSpec, parseQueues, parseTpgSpec,
+  type PartialConfig, type PortConfig, type PortSpec, type ServeConfig, type TargetPortGroupEntry,
+} from './config';
 import { isLogLevel, Logger } from './log';
 import { startBackend, type Backend } from './app';
 
@@ -12,6 +15,23 @@ const USAGE = `usage: vhost-scsi-ts serve --socket PATH --lun SPEC [--lun SPEC .
 Serve SCSI logical units to QEMU over a vhost-user-scsi socket.
 
   --socket PATH, --socket-path PATH  unix socket to create (mode 0600)
+  --port socket=PATH[,id=N][,wwn=NAME][,initiator=NAME][,group=N][,queues=N]
+                              one more socket serving the same LUNs: a second virtio-scsi
+                              controller and SCSI target port (shared disks, multipath).
+                                id:        relative target port id (default: the next free)
+                                wwn:       target port name; its prefix picks the protocol as in
+                                           tcm_loop: naa.<16 hex> SAS, fc.<16 hex> FC, iqn./eui. iSCSI
+                                           (default naa. derived from the socket path)
+                                initiator: the frontend's initiator port name, same prefix as wwn;
+                                           reservations key on it (default derived from the path)
+                                group:     ALUA target port group (default 1)
+  --tpg ID:STATE[:preferred]  ALUA target port group and its access state: active-optimized,
+                              active-non-optimized, standby or unavailable (SIGHUP re-reads
+                              "targetPortGroups" from --config and applies state changes)
+  --state-dir DIR             persistent reservations with APTPL (default /var/lib/vhost-scsi-ts
+                              as root, else ~/.local/state/vhost-scsi-ts)
+  --run-dir DIR               the other reservation state: survives a backend restart, not a
+                              reboot (default /run/vhost-scsi-ts as root, else $XDG_RUNTIME_DIR)
   --fd N                      serve on an inherited listening socket instead
   --lun LUN:BACKSTORE[:k=v,...]
                               LUN 0..16383; BACKSTORE ram or file
@@ -22,13 +42,16 @@ Serve SCSI logical units to QEMU over a vhost-user-scsi socket.
                                       [,vendor=..][,product=..][,revision=..][,serial=..]
   --config FILE               JSON file with the same model:
                                 {"socket": "...", "queues": 1, "logLevel": "info",
-                                 "luns": [{"lun": 0, "backstore": "file", "path": "disk.img", "size": "4G"}]}
+                                 "luns": [{"lun": 0, "backstore": "file", "path": "disk.img", "size": "4G"}],
+                                 "ports": [{"socket": "b.sock", "group": 2}],
+                                 "targetPortGroups": [{"id": 1, "state": "active-optimized"},
+                                                      {"id": 2, "state": "standby"}]}
                               SIGHUP re-reads it and applies its LUN changes live: a LUN added
                               or removed (the guest rescans), a larger "size" (the image grows;
                               the guest sees the new capacity). Shrinking and changing anything
                               else of a live LUN are refused and logged; --lun LUNs stay as given.
   --queues N                  request queues (1..64, default 1); pass the same num_queues to QEMU
-  --initiator-id NAME         initiator port name of the frontend (default vhost-user:SOCKET)
+  --initiator-id NAME         initiator port name of the --socket frontend (see --port initiator)
   --log-level LEVEL           debug, info, warn, error, silent (default info)
   --print-qemu-args           print the QEMU arguments that attach this socket and exit
   --print-capabilities        print the vhost-user backend capabilities (JSON) and exit
@@ -48,8 +71,10 @@ function takeValue(args: string[], i: number, flag: string): string {
 }
 
 export function parseServeArgs(args: string[]): Parsed {
-  const partial: Partial<ServeConfig> = {};
+  const partial: PartialConfig = {};
   const cliLuns = [];
+  const cliPorts: PortSpec[] = [];
+  const cliGroups: TargetPortGroupEntry[] = [];
   let configFile: string | undefined;
   let listenFd = -1;
   let printQemuArgs = false;
@@ -65,7 +90,16 @@ export function parseServeArgs(args: string[]): Parsed {
       return v;
     };
     switch (flag) {
-      case '--socket': case '--socket-path': partial.socket = value(); break;
+      case '--socket': case '--socket-path': {
+        const v = value();
+        if (partial.socket === undefined) partial.socket = v;
+        else cliPorts.push({ socket: v });
+        break;
+      }
+      case '--port': cliPorts.push(parsePortSpec(value())); break;
+      case '--tpg': cliGroups.push(parseTpgSpec(value())); break;
+      case '--state-dir': partial.stateDir = value(); break;
+      case '--run-dir': partial.runDir = value(); break;
       case '--fd': {
         const v = value();
         if (!/^\d+$/.test(v)) throw new ConfigError(`--fd: expected a file descriptor number, got "${v}"`);
@@ -88,7 +122,14 @@ export function parseServeArgs(args: string[]): Parsed {
     }
   }
   const fromFile = configFile ? loadConfigFile(configFile) : {};
-  const merged: Partial<ServeConfig> = { ...fromFile, ...stripUndefined(partial), luns: [...(fromFile.luns ?? []), ...cliLuns] };
+  const merged: PartialConfig = {
+    ...fromFile, ...stripUndefined(partial),
+    luns: [...(fromFile.luns ?? []), ...cliLuns],
+    ports: [...(fromFile.ports ?? []), ...cliPorts],
+  };
+  if (cliGroups.length > 0 || fromFile.targetPortGroups !== undefined) {
+    merged.targetPortGroups = [...(fromFile.targetPortGroups ?? []), ...cliGroups];
+  }
   if (configFile !== undefined) {
     merged.configFile = configFile;
     merged.commandLineLuns = cliLuns.map((l) => l.lun);
@@ -101,14 +142,17 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-/** The QEMU arguments that attach this backend (QEMU 7.2 and 10.0 both accept them). */
-export function qemuArgs(config: ServeConfig, memory = '1G'): string[] {
-  return [
+/** The QEMU arguments that attach the port(s) to one VM (QEMU 7.2 and 10.0 both accept them). */
+export function qemuArgs(config: ServeConfig, memory = '1G', ports: readonly PortConfig[] = config.ports.slice(0, 1)): string[] {
+  const out = [
     '-object', `memory-backend-memfd,id=mem0,size=${memory},share=on`,
     '-numa', 'node,memdev=mem0',
-    '-chardev', `socket,id=vus0,path=${resolve(config.socket)}`,
-    '-device', `vhost-user-scsi-pci,chardev=vus0,num_queues=${config.queues}`,
   ];
+  ports.forEach((p, i) => {
+    out.push('-chardev', `socket,id=vus${i},path=${resolve(p.socket)}`);
+    out.push('-device', `vhost-user-scsi-pci,chardev=vus${i},num_queues=${p.queues}`);
+  });
+  return out;
 }
 
 function shellQuote(s: string): string {
@@ -117,8 +161,11 @@ function shellQuote(s: string): string {
 
 function printAttachHelp(config: ServeConfig): void {
   const args = qemuArgs(config).map(shellQuote);
+  const more = config.ports.slice(1).map((p) => `  also on ${resolve(p.socket)} (target port ${p.targetPortId}, ${p.wwn}, group ${p.group}): ` +
+    `attach another VM (shared disk) or add it to the same VM as a second controller (multipath)\n`).join('');
   process.stdout.write(
-    `vhost-scsi-ts: serving ${config.luns.length} LUN(s) on ${resolve(config.socket)}\n` +
+    `vhost-scsi-ts: serving ${config.luns.length} LUN(s) on ${resolve(config.socket)} (target port ${config.ports[0].targetPortId}, ${config.ports[0].wwn}, initiator ${config.initiatorId})\n` +
+      more +
       `Attach QEMU (7.2 or 10.0) with:\n` +
       `  qemu-system-x86_64 -machine q35 -m 1G -smp 2 \\\n` +
       `    ${args.slice(0, 4).join(' ')} \\\n    ${args.slice(4).join(' ')} \\\n` +

@@ -1,8 +1,10 @@
 // The serve configuration: one model reached from the command line (--lun specs) and from a JSON
 // file (--config). Every error is a ConfigError with a message a person can act on.
 
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { parseSize } from '../scsi-emul';
+import { resolve } from 'node:path';
+import { AluaState, parseAluaState, parseSize, portNameError, protocolOfPortName } from '../scsi-emul';
 import { isLogLevel, type LogLevel } from './log';
 import { MAX_REQUEST_QUEUES } from './virtio-scsi/device';
 import { MAX_LUN } from './virtio-scsi/lun-address';
@@ -29,17 +31,70 @@ export interface LunConfig {
   serial?: string;
 }
 
-export interface ServeConfig {
+/**
+ * One vhost-user socket: a virtio-scsi controller, i.e. one SCSI target port of the shared target,
+ * and the one initiator port (the frontend's) that comes through it.
+ */
+export interface PortConfig {
   socket: string;
+  /** relative target port identifier, 1..65535 (SPC-4 §7.8.6.5); unique per backend */
+  targetPortId: number;
+  /**
+   * target port name, tcm_loop style: naa.<16 hex> (SAS), fc.<16 hex> (FC) or iqn./eui. (iSCSI);
+   * the prefix picks the PROTOCOL IDENTIFIER of VPD 83h and of PR TransportIDs
+   */
+  wwn: string;
+  /** initiator port name of the frontend: same protocol as wwn; stable across reconnects (PR and UA state key on it) */
+  initiator: string;
+  /** target port group (ALUA) */
+  group: number;
+  /** request queues; pass the same num_queues to QEMU */
+  queues: number;
+}
+
+/** An ALUA target port group and its configured access state. */
+export interface TargetPortGroupEntry {
+  id: number;
+  state: AluaState;
+  preferred: boolean;
+}
+
+export interface ServeConfig {
+  /** the first port's socket (what a single-socket user named with --socket) */
+  socket: string;
+  /** the first port's request queues */
   queues: number;
   logLevel: LogLevel;
-  /** Initiator port name of the frontend on this socket (stable across reconnects: PR and UA state key on it). */
+  /** the first port's initiator port name */
   initiatorId: string;
+  /** every socket served; at least one */
+  ports: PortConfig[];
+  /** ALUA groups; absent: one group 1, active/optimized, holding every port (the core's default) */
+  targetPortGroups?: TargetPortGroupEntry[];
+  /** persistent reservations with APTPL=1 (survive a host reboot) */
+  stateDir: string;
+  /** persistent reservations with APTPL=0 (survive a backend restart, not a reboot: reliability.md §4.7) */
+  runDir: string;
   luns: LunConfig[];
   /** The --config file; SIGHUP re-reads it and applies its LUN changes (backend/reload.ts). */
   configFile?: string;
   /** LUNs given with --lun: a reload leaves them as they are (only the file's LUNs are managed). */
   commandLineLuns?: number[];
+}
+
+/** Port fields as given (CLI --port, the file's "ports"), before defaults. */
+export interface PortSpec {
+  socket: string;
+  targetPortId?: number;
+  wwn?: string;
+  initiator?: string;
+  group?: number;
+  queues?: number;
+}
+
+/** The loose model both the command line and the file produce; finishConfig checks and completes it. */
+export interface PartialConfig extends Partial<Omit<ServeConfig, 'ports'>> {
+  ports?: PortSpec[];
 }
 
 const LUN_KEYS = ['path', 'size', 'readonly', 'direct', 'block-size', 'physical-block-size', 'write-cache', 'vendor', 'product', 'revision', 'serial'] as const;
@@ -153,8 +208,97 @@ export function parseQueues(what: string, v: unknown): number {
   return n;
 }
 
+function parseIdNumber(what: string, key: string, v: unknown, min: number, max: number): number {
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) throw new ConfigError(`${what}: ${key} must be an integer ${min}..${max}`);
+  return n;
+}
+
+function parsePortName(what: string, key: string, v: unknown): string {
+  if (typeof v !== 'string') throw new ConfigError(`${what}: ${key} must be a string`);
+  const err = portNameError(v);
+  if (err !== null) throw new ConfigError(`${what}: ${key}: ${err}`);
+  return v;
+}
+
+const PORT_KEYS = ['socket', 'id', 'wwn', 'initiator', 'group', 'queues'] as const;
+
+/** One port from loose key/value input (CLI --port or the file's "ports" entries). */
+function buildPort(what: string, kv: Record<string, unknown>): PortSpec {
+  if (typeof kv.socket !== 'string' || kv.socket === '') throw new ConfigError(`${what}: socket=PATH is required`);
+  const out: PortSpec = { socket: kv.socket };
+  for (const [key, value] of Object.entries(kv)) {
+    switch (key) {
+      case 'socket': break;
+      case 'id': case 'targetPortId': out.targetPortId = parseIdNumber(what, 'id', value, 1, 0xffff); break;
+      case 'wwn': out.wwn = parsePortName(what, 'wwn', value); break;
+      case 'initiator': out.initiator = parsePortName(what, 'initiator', value); break;
+      case 'group': out.group = parseIdNumber(what, 'group', value, 1, 0xffff); break;
+      case 'queues': out.queues = parseQueues(what, value); break;
+      default: throw new ConfigError(`${what}: unknown option "${key}" (known: ${PORT_KEYS.join(', ')})`);
+    }
+  }
+  return out;
+}
+
+function splitKeyValues(what: string, text: string): Record<string, string | boolean> {
+  const kv: Record<string, string | boolean> = {};
+  for (const part of text.split(',')) {
+    if (part === '') continue;
+    const eq = part.indexOf('=');
+    const key = eq < 0 ? part : part.slice(0, eq);
+    if (key in kv) throw new ConfigError(`${what}: "${key}" given twice`);
+    kv[key] = eq < 0 ? true : part.slice(eq + 1);
+  }
+  return kv;
+}
+
+/** `socket=PATH[,id=N][,wwn=naa.…][,initiator=naa.…][,group=N][,queues=N]` */
+export function parsePortSpec(spec: string): PortSpec {
+  return buildPort(`--port ${spec}`, splitKeyValues(`--port ${spec}`, spec));
+}
+
+const STATE_WORDS = 'active-optimized, active-non-optimized, standby, unavailable';
+
+function parseGroupState(what: string, v: unknown): AluaState {
+  const s = typeof v === 'string' ? parseAluaState(v) : null;
+  // Transitioning and offline are states the target passes through, not ones an operator sets.
+  if (s === null || s === AluaState.TRANSITIONING || s === AluaState.OFFLINE) {
+    throw new ConfigError(`${what}: state must be one of ${STATE_WORDS}, got ${JSON.stringify(v)}`);
+  }
+  return s;
+}
+
+/** `ID:STATE[:preferred]`, e.g. `1:active-optimized:preferred` or `2:standby`. */
+export function parseTpgSpec(spec: string): TargetPortGroupEntry {
+  const what = `--tpg ${spec}`;
+  const m = /^([^:]+):([^:]+)(?::(preferred))?$/.exec(spec);
+  if (!m) throw new ConfigError(`${what}: expected ID:STATE[:preferred] (STATE: ${STATE_WORDS})`);
+  return { id: parseIdNumber(what, 'ID', m[1], 1, 0xffff), state: parseGroupState(what, m[2]), preferred: m[3] !== undefined };
+}
+
+function buildGroup(what: string, e: unknown): TargetPortGroupEntry {
+  if (typeof e !== 'object' || e === null || Array.isArray(e)) throw new ConfigError(`${what}: must be an object like {"id": 1, "state": "active-optimized"}`);
+  const o = e as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!['id', 'state', 'preferred'].includes(key)) throw new ConfigError(`${what}: unknown key "${key}" (known: id, state, preferred)`);
+  }
+  return {
+    id: parseIdNumber(what, 'id', o.id, 1, 0xffff),
+    state: parseGroupState(what, o.state),
+    preferred: o.preferred === undefined ? false : parseBool(`${what}: preferred`, o.preferred as string | boolean),
+  };
+}
+
+function parseDir(what: string, v: unknown): string {
+  if (typeof v !== 'string' || v === '') throw new ConfigError(`${what} must be a directory path`);
+  return v;
+}
+
+const FILE_KEYS = ['socket', 'queues', 'logLevel', 'initiatorId', 'ports', 'targetPortGroups', 'stateDir', 'runDir', 'luns'];
+
 /** A JSON config file (same model as the command line). */
-export function loadConfigFile(path: string): Partial<ServeConfig> {
+export function loadConfigFile(path: string): PartialConfig {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -169,9 +313,9 @@ export function loadConfigFile(path: string): Partial<ServeConfig> {
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`--config ${path}: the top level must be an object`);
   const o = raw as Record<string, unknown>;
-  const out: Partial<ServeConfig> = {};
+  const out: PartialConfig = {};
   for (const key of Object.keys(o)) {
-    if (!['socket', 'queues', 'logLevel', 'initiatorId', 'luns'].includes(key)) throw new ConfigError(`--config ${path}: unknown key "${key}"`);
+    if (!FILE_KEYS.includes(key)) throw new ConfigError(`--config ${path}: unknown key "${key}" (known: ${FILE_KEYS.join(', ')})`);
   }
   if (o.socket !== undefined) {
     if (typeof o.socket !== 'string' || o.socket === '') throw new ConfigError(`--config ${path}: socket must be a path`);
@@ -182,10 +326,21 @@ export function loadConfigFile(path: string): Partial<ServeConfig> {
     if (typeof o.logLevel !== 'string' || !isLogLevel(o.logLevel)) throw new ConfigError(`--config ${path}: logLevel must be debug, info, warn, error or silent`);
     out.logLevel = o.logLevel;
   }
-  if (o.initiatorId !== undefined) {
-    if (typeof o.initiatorId !== 'string' || o.initiatorId === '') throw new ConfigError(`--config ${path}: initiatorId must be a non-empty string`);
-    out.initiatorId = o.initiatorId;
+  if (o.initiatorId !== undefined) out.initiatorId = parsePortName(`--config ${path}`, 'initiatorId', o.initiatorId);
+  if (o.ports !== undefined) {
+    if (!Array.isArray(o.ports)) throw new ConfigError(`--config ${path}: ports must be an array`);
+    out.ports = o.ports.map((entry, i) => {
+      const what = `--config ${path}: ports[${i}]`;
+      if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new ConfigError(`${what}: must be an object with "socket"`);
+      return buildPort(what, entry as Record<string, unknown>);
+    });
   }
+  if (o.targetPortGroups !== undefined) {
+    if (!Array.isArray(o.targetPortGroups)) throw new ConfigError(`--config ${path}: targetPortGroups must be an array`);
+    out.targetPortGroups = o.targetPortGroups.map((e, i) => buildGroup(`--config ${path}: targetPortGroups[${i}]`, e));
+  }
+  if (o.stateDir !== undefined) out.stateDir = parseDir(`--config ${path}: stateDir`, o.stateDir);
+  if (o.runDir !== undefined) out.runDir = parseDir(`--config ${path}: runDir`, o.runDir);
   if (o.luns !== undefined) {
     if (!Array.isArray(o.luns)) throw new ConfigError(`--config ${path}: luns must be an array`);
     out.luns = o.luns.map((entry, i) => {
@@ -199,8 +354,33 @@ export function loadConfigFile(path: string): Partial<ServeConfig> {
   return out;
 }
 
-export function finishConfig(partial: Partial<ServeConfig>): ServeConfig {
-  if (!partial.socket) throw new ConfigError('no socket: give --socket PATH (or "socket" in the config file)');
+/**
+ * A stable port name derived from the socket path: NAA 5h IEEE Registered (company id 025654h,
+ * the project's locally administered one, as the LU designators) with 36 bits of SHA-256. The
+ * same socket path gives the same names at every start, so reservations and unit attentions keyed
+ * on them survive restarts.
+ */
+export function derivedPortName(socket: string, role: 'target' | 'initiator'): string {
+  const h = createHash('sha256').update(`${role}:${resolve(socket)}`).digest('hex');
+  return `naa.5025654${h.slice(0, 9)}`;
+}
+
+/** Where PR state goes by default: a system service's dirs as root, per-user dirs otherwise. */
+function defaultDirs(): { stateDir: string; runDir: string } {
+  const root = process.getuid?.() === 0;
+  const home = process.env.HOME ?? '.';
+  const stateDir = root ? '/var/lib/vhost-scsi-ts' : resolve(process.env.XDG_STATE_HOME ?? `${home}/.local/state`, 'vhost-scsi-ts');
+  const runtime = process.env.XDG_RUNTIME_DIR;
+  const runDir = root ? '/run/vhost-scsi-ts' : runtime ? resolve(runtime, 'vhost-scsi-ts') : resolve(stateDir, 'volatile');
+  return { stateDir, runDir };
+}
+
+export function finishConfig(partial: PartialConfig): ServeConfig {
+  const specs: PortSpec[] = [...(partial.ports ?? [])];
+  if (partial.socket !== undefined && !specs.some((p) => resolve(p.socket) === resolve(partial.socket!))) {
+    specs.unshift({ socket: partial.socket, initiator: partial.initiatorId, queues: partial.queues });
+  }
+  if (specs.length === 0) throw new ConfigError('no socket: give --socket PATH or --port socket=PATH (or "socket"/"ports" in the config file)');
   const luns = partial.luns ?? [];
   if (luns.length === 0) throw new ConfigError('no LUNs: give at least one --lun (e.g. --lun 0:ram:size=1G)');
   const seen = new Set<number>();
@@ -215,14 +395,67 @@ export function finishConfig(partial: Partial<ServeConfig>): ServeConfig {
     if (paths.has(l.path)) throw new ConfigError(`image ${l.path} is used by two LUNs`);
     paths.add(l.path);
   }
+  const ports = finishPorts(specs, partial);
+  const groups = partial.targetPortGroups;
+  if (groups !== undefined) {
+    const ids = new Set<number>();
+    for (const g of groups) {
+      if (ids.has(g.id)) throw new ConfigError(`target port group ${g.id} is configured twice`);
+      ids.add(g.id);
+    }
+    for (const p of ports) {
+      if (!ids.has(p.group)) throw new ConfigError(`port ${p.socket} is in target port group ${p.group}, which targetPortGroups does not define`);
+    }
+  } else {
+    for (const p of ports) {
+      if (p.group !== 1) throw new ConfigError(`port ${p.socket} is in target port group ${p.group}: define the groups (--tpg or "targetPortGroups")`);
+    }
+  }
+  const dirs = defaultDirs();
   const out: ServeConfig = {
-    socket: partial.socket,
-    queues: partial.queues ?? 1,
+    socket: ports[0].socket,
+    queues: ports[0].queues,
     logLevel: partial.logLevel ?? 'info',
-    initiatorId: partial.initiatorId ?? `vhost-user:${partial.socket}`,
+    initiatorId: ports[0].initiator,
+    ports,
+    stateDir: partial.stateDir ?? dirs.stateDir,
+    runDir: partial.runDir ?? dirs.runDir,
     luns: [...luns].sort((a, b) => a.lun - b.lun),
   };
+  if (groups !== undefined) out.targetPortGroups = groups.map((g) => ({ ...g }));
   if (partial.configFile !== undefined) out.configFile = partial.configFile;
   if (partial.commandLineLuns !== undefined) out.commandLineLuns = [...partial.commandLineLuns];
+  return out;
+}
+
+function finishPorts(specs: PortSpec[], partial: PartialConfig): PortConfig[] {
+  const sockets = new Set<string>();
+  const ids = new Set<number>();
+  const wwns = new Set<string>();
+  for (const s of specs) if (s.targetPortId !== undefined) ids.add(s.targetPortId);
+  let nextId = 1;
+  const out: PortConfig[] = [];
+  for (const s of specs) {
+    const abs = resolve(s.socket);
+    if (sockets.has(abs)) throw new ConfigError(`socket ${s.socket} is configured twice`);
+    sockets.add(abs);
+    let id = s.targetPortId;
+    if (id === undefined) {
+      while (ids.has(nextId)) nextId++;
+      id = nextId;
+      ids.add(id);
+    } else if (out.some((p) => p.targetPortId === id)) {
+      throw new ConfigError(`relative target port id ${id} is used by two ports`);
+    }
+    const wwn = s.wwn ?? derivedPortName(s.socket, 'target');
+    if (wwns.has(wwn)) throw new ConfigError(`target port name ${wwn} is used by two ports`);
+    wwns.add(wwn);
+    const initiator = s.initiator ?? derivedPortName(s.socket, 'initiator');
+    // As tcm_loop's nexus: the initiator port speaks the target port's protocol.
+    if (protocolOfPortName(initiator) !== protocolOfPortName(wwn)) {
+      throw new ConfigError(`port ${s.socket}: initiator ${initiator} and wwn ${wwn} name different protocols (naa. SAS, fc. FC, iqn./eui. iSCSI); use the same prefix`);
+    }
+    out.push({ socket: s.socket, targetPortId: id, wwn, initiator, group: s.group ?? 1, queues: s.queues ?? partial.queues ?? 1 });
+  }
   return out;
 }

@@ -29,7 +29,7 @@
 
 import { resolve } from 'node:path';
 import type { LogicalUnit, ScsiTarget } from '../scsi-emul';
-import { ConfigError, loadConfigFile, type LunConfig, type ServeConfig } from './config';
+import { ConfigError, loadConfigFile, type LunConfig, type PartialConfig, type ServeConfig } from './config';
 import type { Logger } from './log';
 import type { LunEventResult } from './virtio-scsi/device';
 
@@ -145,7 +145,10 @@ export interface LunReloaderOptions {
   /** Opens the store and builds the LU of an entry (throws, e.g. ConfigError, when it cannot). */
   open: (l: LunConfig) => LogicalUnit;
   /** The running configuration (its luns are on the target already). */
-  config: Pick<ServeConfig, 'luns' | 'configFile' | 'commandLineLuns' | 'socket' | 'queues' | 'logLevel' | 'initiatorId'>;
+  config: Pick<ServeConfig, 'luns' | 'configFile' | 'commandLineLuns' | 'socket' | 'queues' | 'logLevel' | 'initiatorId'> &
+    Partial<Pick<ServeConfig, 'stateDir' | 'runDir'>>;
+  /** Sees every successfully read file before its LUNs are applied (the target port groups). */
+  onConfig?: (next: PartialConfig) => void;
 }
 
 function describeEvent(r: LunEventResult, what: string): string {
@@ -190,7 +193,7 @@ export class LunReloader {
         finish(notLoaded());
         return;
       }
-      let next: Partial<ServeConfig>;
+      let next: PartialConfig;
       try {
         next = loadConfigFile(file);
       } catch (e) {
@@ -198,11 +201,13 @@ export class LunReloader {
         finish(notLoaded());
         return;
       }
-      for (const key of ['socket', 'queues', 'logLevel', 'initiatorId'] as const) {
+      for (const key of ['socket', 'queues', 'logLevel', 'initiatorId', 'stateDir', 'runDir'] as const) {
         if (next[key] !== undefined && next[key] !== this.opts.config[key]) {
           this.log.warn(`reload: "${key}" changed in ${file}; it takes effect at the next start only`);
         }
       }
+      if (next.ports !== undefined) this.log.debug('reload: "ports" are read at start only');
+      this.opts.onConfig?.(next);
       this.applyNow(next.luns ?? [], finish);
     }, done);
   }

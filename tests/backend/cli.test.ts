@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseLunSpec, loadConfigFile, finishConfig } from '../../backend/config';
+import { parseLunSpec, parsePortSpec, parseTpgSpec, loadConfigFile, finishConfig } from '../../backend/config';
 import { parseServeArgs, qemuArgs } from '../../backend/cli';
 import { CLI } from '../e2e/backend-process';
 
@@ -48,7 +48,11 @@ t.test('config file', async (t) => {
   const c = finishConfig(loadConfigFile(good));
   t.equal(c.socket, '/run/x.sock');
   t.equal(c.queues, 2);
-  t.equal(c.initiatorId, 'vhost-user:/run/x.sock', 'stable default initiator port name');
+  t.match(c.initiatorId, /^naa\.5025654[0-9a-f]{9}$/, 'default initiator port name: a SAS address derived from the socket path');
+  t.equal(c.initiatorId, finishConfig(loadConfigFile(good)).initiatorId, 'the same at every start');
+  t.same(c.ports.map((p) => [p.socket, p.targetPortId, p.group, p.queues]), [['/run/x.sock', 1, 1, 2]], 'one port from "socket"');
+  t.match(c.ports[0].wwn, /^naa\.5025654[0-9a-f]{9}$/);
+  t.not(c.ports[0].wwn, c.initiatorId, 'target and initiator names differ');
   t.equal(c.luns[0].lun, 3);
   const cases: [unknown, RegExp][] = [
     [[], /top level must be an object/],
@@ -58,6 +62,15 @@ t.test('config file', async (t) => {
     [{ luns: {} }, /luns must be an array/],
     [{ luns: [{ lun: 0 }] }, /backstore must be/],
     [{ colour: 1 }, /unknown key "colour"/],
+    [{ ports: {} }, /ports must be an array/],
+    [{ ports: [{}] }, /ports\[0\]: socket=PATH is required/],
+    [{ ports: [{ socket: 'a', wwn: 'naa.12' }] }, /ports\[0\]: wwn: /],
+    [{ ports: [{ socket: 'a', id: 0 }] }, /id must be an integer 1\.\.65535/],
+    [{ ports: [{ socket: 'a', colour: 'red' }] }, /unknown option "colour"/],
+    [{ targetPortGroups: [{ id: 1, state: 'sleepy' }] }, /state must be one of active-optimized/],
+    [{ targetPortGroups: [{ id: 1, state: 'transitioning' }] }, /state must be one of/],
+    [{ targetPortGroups: [{ id: 1, state: 'standby', colour: 1 }] }, /unknown key "colour"/],
+    [{ initiatorId: 'vhost-user:x' }, /initiatorId: /],
   ];
   for (const [body, re] of cases) {
     const p = join(dir, 'bad.json');
@@ -72,6 +85,45 @@ t.test('config file', async (t) => {
   t.throws(() => finishConfig({ socket: 's', luns: [parseLunSpec('0:file:path=a'), parseLunSpec('1:file:path=a')] }), /used by two LUNs/);
   t.throws(() => finishConfig({ luns: [] }), /no socket/);
   t.throws(() => finishConfig({ socket: 's', luns: [] }), /no LUNs/);
+});
+
+t.test('ports and target port groups', async (t) => {
+  const lun = [parseLunSpec('0:ram:size=1M')];
+  const c = finishConfig({
+    socket: '/run/a.sock', luns: lun,
+    ports: [parsePortSpec('socket=/run/b.sock,wwn=fc.2100000000000002,initiator=fc.2000000000000002,group=2,queues=4')],
+    targetPortGroups: [parseTpgSpec('1:active-optimized:preferred'), parseTpgSpec('2:standby')],
+  });
+  t.same(c.ports.map((p) => [p.socket, p.targetPortId, p.group, p.queues]), [['/run/a.sock', 1, 1, 1], ['/run/b.sock', 2, 2, 4]]);
+  t.same([c.ports[1].wwn, c.ports[1].initiator], ['fc.2100000000000002', 'fc.2000000000000002']);
+  t.same(c.targetPortGroups, [{ id: 1, state: 0, preferred: true }, { id: 2, state: 2, preferred: false }], 'states as SPC-4 codes');
+  t.same(parseTpgSpec('3:active-non-optimized'), { id: 3, state: 1, preferred: false });
+  t.same(parseTpgSpec('4:unavailable'), { id: 4, state: 3, preferred: false });
+  t.same(parsePortSpec('socket=x,id=7,wwn=iqn.2003-01.org.example:t1,initiator=iqn.1994-05.com.example:vm1'),
+    { socket: 'x', targetPortId: 7, wwn: 'iqn.2003-01.org.example:t1', initiator: 'iqn.1994-05.com.example:vm1' });
+  const bad: [() => unknown, RegExp][] = [
+    [() => parsePortSpec('wwn=naa.5001405000000001'), /socket=PATH is required/],
+    [() => parsePortSpec('socket=x,group=0'), /group must be an integer 1\.\.65535/],
+    [() => parsePortSpec('socket=x,queues=99'), /queues must be an integer 1\.\.64/],
+    [() => parsePortSpec('socket=x,id=1,id=2'), /given twice/],
+    [() => parseTpgSpec('1'), /expected ID:STATE\[:preferred\]/],
+    [() => parseTpgSpec('1:offline'), /state must be one of/],
+    [() => finishConfig({ luns: lun, ports: [{ socket: 'a' }, { socket: 'a' }] }), /socket a is configured twice/],
+    [() => finishConfig({ luns: lun, ports: [{ socket: 'a', targetPortId: 3 }, { socket: 'b', targetPortId: 3 }] }), /relative target port id 3 is used by two ports/],
+    [() => finishConfig({ luns: lun, ports: [{ socket: 'a', wwn: 'naa.5001405000000001' }, { socket: 'b', wwn: 'naa.5001405000000001' }] }), /used by two ports/],
+    [() => finishConfig({ luns: lun, ports: [{ socket: 'a', wwn: 'naa.5001405000000001', initiator: 'fc.2000000000000002' }] }), /name different protocols/],
+    [() => finishConfig({ luns: lun, ports: [{ socket: 'a', group: 2 }] }), /define the groups/],
+    [() => finishConfig({ luns: lun, ports: [{ socket: 'a', group: 2 }], targetPortGroups: [{ id: 1, state: 0, preferred: false }] }), /which targetPortGroups does not define/],
+    [() => finishConfig({ luns: lun, ports: [{ socket: 'a' }], targetPortGroups: [{ id: 1, state: 0, preferred: false }, { id: 1, state: 2, preferred: false }] }), /group 1 is configured twice/],
+  ];
+  for (const [f, re] of bad) t.throws(f, re);
+  t.equal(finishConfig({ socket: 'a', luns: lun, ports: [{ socket: 'a' }] }).ports.length, 1, '--socket and a --port on the same path are one port');
+  const argv = parseServeArgs(['--socket', 'a.sock', '--socket', 'b.sock', '--port', 'socket=c.sock,group=2', '--tpg', '1:active-optimized', '--tpg', '2:standby',
+    '--state-dir', '/tmp/st', '--run-dir', '/tmp/rn', '--lun', '0:ram:size=1M']);
+  t.same(argv.config.ports.map((p) => [p.socket, p.targetPortId, p.group]), [['a.sock', 1, 1], ['b.sock', 2, 1], ['c.sock', 3, 2]]);
+  t.same([argv.config.stateDir, argv.config.runDir], ['/tmp/st', '/tmp/rn']);
+  t.same(qemuArgs(argv.config, '1G', argv.config.ports.slice(0, 2)).filter((a) => a.startsWith('vhost-user-scsi-pci')),
+    ['vhost-user-scsi-pci,chardev=vus0,num_queues=1', 'vhost-user-scsi-pci,chardev=vus1,num_queues=1'], 'one VM, two controllers');
 });
 
 t.test('argument parsing and the QEMU arguments', async (t) => {

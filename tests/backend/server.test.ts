@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { FakeGuestMemory, FakeSplitDriver } from '../../virtqueue';
 import { native } from '../../backend/native';
 import { startBackend, type Backend } from '../../backend/app';
+import { finishConfig } from '../../backend/config';
 import { Logger } from '../../backend/log';
 import { FakeFrontend, FakeFrontendSocket, FrontendRequests as F, type FakeQueue } from '../../backend/vhost-user/fake-frontend';
 
@@ -21,10 +22,10 @@ t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 const openFds = (): number => readdirSync('/proc/self/fd').length;
 
 function backendAt(socket: string): Backend {
-  return startBackend({
-    socket, queues: 1, logLevel: 'silent', initiatorId: 'it-initiator',
+  return startBackend(finishConfig({
+    socket, queues: 1, logLevel: 'silent', stateDir: join(dir, 'state'), runDir: join(dir, 'run'),
     luns: [{ lun: 0, backstore: 'ram', size: 1 << 20, readOnly: false, direct: false, blockSize: 512, writeCache: true }],
-  }, new Logger('silent'));
+  }), new Logger('silent'));
 }
 
 interface Guest {
