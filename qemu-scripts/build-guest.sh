@@ -41,6 +41,8 @@ die() { echo "build-guest: error: $*" >&2; exit 1; }
 ROOT_MODULES=(
 	virtio_pci virtio_scsi virtio_blk qemu_fw_cfg
 	scsi_mod sd_mod sr_mod sg
+	# ALUA device handler: the SCSI layer loads it (request_module) for a LUN reporting TPGS
+	scsi_dh_alua
 	9p 9pnet_virtio netfs
 	configfs target_core_mod target_core_user tcm_loop uio
 	# target_core_mod asks for these when the first backstore is made
