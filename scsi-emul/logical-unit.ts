@@ -154,8 +154,18 @@ export class LogicalUnit {
   failed: Error | null = null;
   /** @internal set when added to a target */
   attached = false;
-  /** @internal ScsiTarget.removeLogicalUnit: runs once the task set is empty */
+  /** @internal ScsiTarget.removeLogicalUnit: runs once neither tasks nor copies use the LU */
   idleWaiter: (() => void) | null = null;
+  /**
+   * @internal EXTENDED COPY commands received by other LUs that read or write this one
+   * (xcopy.ts). Their tasks are not in this LU's task set, so removal waits for them separately.
+   */
+  copyUsers = 0;
+
+  /** @internal runs the removal's idleWaiter once nothing uses the LU any more */
+  checkIdle(): void {
+    if (this.idleWaiter !== null && this.taskCount === 0 && this.copyUsers === 0) this.idleWaiter();
+  }
 
   private capacity: number;
   // Task set (SAM-5 §8.6), a list in arrival order with counters for the ordering rules.

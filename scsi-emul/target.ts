@@ -151,8 +151,9 @@ export class ScsiTarget implements Core, TaskCore {
       if (lu.readOnly || lu.failed !== null) close(null);
       else lu.store.flush(close);
     };
-    if (lu.taskCount === 0) retire();
-    else lu.idleWaiter = retire; // finish() calls it when the last task leaves the set
+    // finish() (last task) or a copy of another LU using this one (xcopy.ts) runs it when idle.
+    lu.idleWaiter = retire;
+    lu.checkIdle();
   }
 
   /**
@@ -676,7 +677,7 @@ export class ScsiTarget implements Core, TaskCore {
       for (const w of waiters) if (--w.remaining === 0) w.done(w.response);
     }
     if (lu !== null && lu.waitingCount > 0) this.dispatchWaiting(lu);
-    if (lu !== null && lu.idleWaiter !== null && lu.taskCount === 0) lu.idleWaiter(); // removed LU drained
+    if (lu !== null && lu.idleWaiter !== null) lu.checkIdle(); // removed LU drained
     if (this.activeTasks === 0 && this.drainWaiters.length > 0) this.runDrain();
   }
 

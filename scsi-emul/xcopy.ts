@@ -441,6 +441,8 @@ class CopyJob {
     const blockLength = be24(p, off + 29);
     if (blockLength !== 0 && blockLength !== lu.blockSize) throw parameterField(off + 29);
     this.cscdLu[id] = lu;
+    // A LU removed while this copy uses it stays open until the copy is over (release()).
+    if (lu !== this.lu) lu.copyUsers++;
     return lu;
   }
 
@@ -694,6 +696,12 @@ class CopyJob {
 
   release(): void {
     this.unlockChunk();
+    for (let i = 0; i < MAX_CSCD_DESCRIPTORS; i++) {
+      const used = this.cscdLu[i];
+      if (used === null || used === this.lu) continue;
+      used.copyUsers--;
+      used.checkIdle(); // a removal waiting for this copy may now close it
+    }
     this.lockWait = false;
     this.core = null;
     this.task = null;

@@ -368,3 +368,29 @@ t.test('four copies waiting on one exclusive range are all granted together (sha
   t.same(lus[1].rangeLock.size, FREE);
   t.end();
 });
+
+t.test('a LU removed while a copy of another LU reads it stays open until the copy is over', async (t) => {
+  const { target, stores } = setup(2);
+  // 3 MiB from LUN 0 to LUN 1, received by LUN 1: three 1 MiB chunks, LUN 0 only as copy source.
+  const copy = xcopy(target, 0, 1, 6144, 0, 0);
+  t.equal(stores[0].pending('read').length, 1, 'first source chunk in flight');
+  let removed: Error | null | undefined;
+  target.removeLogicalUnit(0, (err) => { removed = err; });
+  stores[0].pending()[0].complete();
+  stores[1].pending()[0].complete(); // first destination chunk
+  t.equal(removed, undefined, 'removal waits for the copy');
+  t.notOk(stores[0].closed, 'the source store is not closed under the copy');
+  for (let i = 0; i < 2; i++) {
+    stores[0].pending()[0].complete();
+    stores[1].pending()[0].complete();
+  }
+  t.equal(copy.completions, 1, 'the copy completes');
+  t.equal(copy.status, ScsiStatus.GOOD);
+  // Then the removal flushes and closes LUN 0.
+  t.same(stores[0].pending().map((op) => op.kind), ['flush'], 'removal flushes LUN 0 once the copy is over');
+  stores[0].pending()[0].complete();
+  t.ok(stores[0].closed, 'then closes it');
+  for (const op of stores[0].pending()) op.complete(); // the close
+  t.equal(removed, null, 'removal done after the copy');
+  t.equal(stores[0].pending().length, 0);
+});
