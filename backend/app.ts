@@ -17,7 +17,9 @@ import { nativeIoEngine } from './io-engine';
 import { Logger } from './log';
 import { VhostUserServer } from './server';
 import { VirtioScsiDevice, type LunEventResult } from './virtio-scsi/device';
-import { ConfigError, type LunConfig, type PortConfig, type ServeConfig, type TargetPortGroupEntry } from './config';
+import { ConfigError, type HostLunConfig, type LunConfig, type PortConfig, type ServeConfig, type TargetPortGroupEntry } from './config';
+import { ConfigfsHost, HostExposureError, type ExposedDevice } from './tcmu/configfs';
+import { TcmuDevice } from './tcmu/device';
 import { LunReloader, type LunEvents, type ReloadResult } from './reload';
 import { FilePrPersistence, loadPrState } from './pr-store';
 
@@ -28,11 +30,25 @@ export interface BackendPort {
   readonly device: VirtioScsiDevice;
 }
 
+/** A LUN exposed on this host: its configfs entries and the TCMU device serving them. */
+export interface BackendHostLun {
+  readonly config: HostLunConfig;
+  readonly nexus: ITNexus;
+  readonly exposed: ExposedDevice;
+  readonly device: TcmuDevice;
+}
+
+export interface StartOptions {
+  /** configfs/sysfs access for host exposure (tests pass a fake tree) */
+  configfs?: ConfigfsHost;
+}
+
 export interface Backend {
   /** the first port's server and device (single-socket users and tests) */
   readonly server: VhostUserServer;
   readonly device: VirtioScsiDevice;
   readonly ports: readonly BackendPort[];
+  readonly hostLuns: readonly BackendHostLun[];
   readonly target: ScsiTarget;
   /** SIGHUP: re-read the --config file and apply its LUN and target port group changes live. */
   reload(done?: (r: ReloadResult) => void): void;
@@ -108,15 +124,38 @@ export function portNexus(p: PortConfig): ITNexus {
   };
 }
 
+/** The I_T nexus of a host exposure: the tcm_loop nexus (initiator) and the tcm_loop WWN's port. */
+export function hostNexus(h: HostLunConfig): ITNexus {
+  const protocolId = protocolOfPortName(h.wwn);
+  return {
+    initiatorPort: h.initiator,
+    targetPortId: h.targetPortId,
+    ...(protocolId !== null ? { protocolId } : {}),
+    targetPortName: `${h.wwn},t,0x0001`, // tcm_loop's tpgt_1
+    targetPortGroup: h.group,
+  };
+}
+
+/**
+ * The configfs backstore name of a host exposure: stable for this backend (its first socket) and
+ * LUN, so a restarted backend finds and re-attaches what a killed one left.
+ */
+export function hostBackstoreName(config: ServeConfig, lun: number): string {
+  const h = createHash('sha256').update(resolve(config.ports[0].socket)).digest('hex');
+  return `vst_${h.slice(0, 10)}_lun${lun}`;
+}
+
 /** The core's ALUA configuration from the file/CLI groups and the ports' membership. */
-export function aluaGroups(groups: readonly TargetPortGroupEntry[], ports: readonly PortConfig[]): TargetPortGroupConfig[] {
+export function aluaGroups(groups: readonly TargetPortGroupEntry[], ports: readonly PortConfig[],
+  hostLuns: readonly HostLunConfig[] = []): TargetPortGroupConfig[] {
   return groups.map((g) => ({
     id: g.id, state: g.state, preferred: g.preferred,
-    ports: ports.filter((p) => p.group === g.id).map((p) => p.targetPortId),
+    ports: [...ports.filter((p) => p.group === g.id).map((p) => p.targetPortId),
+      ...hostLuns.filter((h) => h.group === g.id).map((h) => h.targetPortId)],
   }));
 }
 
-export function startBackend(config: ServeConfig, log = new Logger(config.logLevel), listenFd = -1): Backend {
+export function startBackend(config: ServeConfig, log = new Logger(config.logLevel), listenFd = -1, options: StartOptions = {}): Backend {
   if (listenFd >= 0 && config.ports.length > 1) throw new ConfigError('--fd serves one socket; configure the other ports with socket paths only');
   const target = new ScsiTarget();
   const dirs = { persistentDir: config.stateDir, volatileDir: config.runDir };
@@ -124,7 +163,7 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
   const open = (l: LunConfig): LogicalUnit => openLogicalUnit(l, pr);
   const stores: BlockStore[] = [];
   try {
-    if (config.targetPortGroups !== undefined) target.setTargetPortGroups(aluaGroups(config.targetPortGroups, config.ports));
+    if (config.targetPortGroups !== undefined) target.setTargetPortGroups(aluaGroups(config.targetPortGroups, config.ports, config.hostLuns));
     for (const l of config.luns) {
       const lu = open(l);
       stores.push(lu.store);
@@ -134,6 +173,17 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
     for (const s of stores) s.close(() => {});
     if (e instanceof RangeError) throw new ConfigError(e.message);
     throw e;
+  }
+  let host: ConfigfsHost | null = null;
+  if (config.hostLuns.length > 0) {
+    // Before any socket listens: a host without LIO is a configuration error, reported first.
+    host = options.configfs ?? new ConfigfsHost({ log: log.child('configfs') });
+    try {
+      host.checkAvailable();
+    } catch (e) {
+      for (const s of stores) s.close(() => {});
+      throw e instanceof HostExposureError ? new ConfigError(e.message) : e;
+    }
   }
   const ports: BackendPort[] = [];
   try {
@@ -153,6 +203,17 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
     for (const p of ports) p.server.close(() => {});
     target.close(() => {});
     throw e;
+  }
+  const hostLuns: BackendHostLun[] = [];
+  if (host !== null) {
+    try {
+      startHostLuns(config, target, host, log.child('tcmu'), hostLuns);
+    } catch (e) {
+      for (const h of hostLuns) h.device.stop(() => {});
+      for (const p of ports) p.server.close(() => {});
+      target.close(() => {});
+      throw e instanceof HostExposureError ? new ConfigError(e.message) : e;
+    }
   }
   // LUN events go to every controller: each guest rescans on its own.
   const events: LunEvents = {
@@ -175,7 +236,7 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
       return;
     }
     const ids = new Set(next.map((g) => g.id));
-    const missing = config.ports.filter((p) => !ids.has(p.group));
+    const missing = [...config.ports, ...config.hostLuns].filter((p) => !ids.has(p.group));
     if (missing.length > 0 || next.length !== new Set(next.map((g) => g.id)).size) {
       configLog.error(`reload: targetPortGroups must define each group once, including ${[...new Set(config.ports.map((p) => p.group))].join(', ')}; groups unchanged`);
       return;
@@ -184,7 +245,7 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
     const changed = next.filter((g) => before.get(g.id)?.state !== g.state || before.get(g.id)?.preferred !== g.preferred);
     if (changed.length === 0) return;
     try {
-      target.setTargetPortGroups(aluaGroups(next, config.ports));
+      target.setTargetPortGroups(aluaGroups(next, config.ports, config.hostLuns));
     } catch (e) {
       configLog.error(`reload: targetPortGroups: ${(e as Error).message}; groups unchanged`);
       return;
@@ -199,6 +260,7 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
     server: ports[0].server,
     device: ports[0].device,
     ports,
+    hostLuns,
     target,
     reload(done) {
       reloader.reload(done);
@@ -206,17 +268,94 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
     shutdown(done) {
       if (shuttingDown) return;
       shuttingDown = true;
-      // A reload in progress finishes first (a removed LU's store is closed by it).
+      // A reload in progress finishes first (a removed LU's store is closed by it). Then the
+      // host exposures in reverse order (their I/O drained, the configfs entries removed), then
+      // the sockets, then the target (flush, close).
       reloader.close(() => {
-        let left = ports.length;
-        for (const p of ports) {
-          p.server.close(() => {
-            if (--left === 0) target.close((err) => done(err));
-          });
-        }
+        stopHostLuns(hostLuns, host, log.child('tcmu'), (hostErr) => {
+          let left = ports.length;
+          for (const p of ports) {
+            p.server.close(() => {
+              if (--left === 0) target.close((err) => done(hostErr ?? err));
+            });
+          }
+        });
       });
     },
   };
+}
+
+function startHostLuns(config: ServeConfig, target: ScsiTarget, host: ConfigfsHost, log: Logger, out: BackendHostLun[]): void {
+  const names = config.hostLuns.map((h) => hostBackstoreName(config, h.lun));
+  // Entries of this backend that the configuration no longer wants (a crashed run's leftovers).
+  const prefix = hostBackstoreName(config, 0).replace(/lun0$/, '');
+  for (const d of host.list()) {
+    if (!d.spec.name.startsWith(prefix) || names.includes(d.spec.name)) continue;
+    host.unexpose(d);
+    log.info(`removed stale host exposure ${d.spec.name}`);
+  }
+  for (const h of config.hostLuns) {
+    const lu = target.getLogicalUnit(h.lun)!;
+    const nexus = hostNexus(h);
+    // expose() links the LUN off the event loop: the kernel's scan sends INQUIRY through the
+    // ring this process serves, so the device must be started right after it.
+    const exposed = host.expose({
+      lun: h.lun, name: hostBackstoreName(config, h.lun), wwn: h.wwn, initiator: h.initiator,
+      sizeBytes: lu.store.sizeBytes, blockSize: lu.blockSize,
+    }, (err, d) => {
+      if (err !== null) log.error(`LUN ${h.lun}: the host did not attach the disk: ${err.message}`);
+      else log.info(`LUN ${h.lun} exposed on this host: ${d.blockDevice !== null ? `/dev/${d.blockDevice}` : d.scsiAddress ?? '(binding)'} ` +
+        `via ${h.wwn} (nexus ${h.initiator}, ${d.uioPath}${d.reattached ? ', re-attached' : ''})`);
+    });
+    const device = new TcmuDevice({ uioPath: exposed.uioPath, target, nexus, lun: h.lun, log });
+    try {
+      device.start();
+    } catch (e) {
+      host.unexpose(exposed);
+      throw e;
+    }
+    target.nexusEstablished(nexus);
+    out.push({ config: h, nexus, exposed, device });
+  }
+}
+
+/**
+ * Reverse order: the host lets go of the disk while the ring is still served (its last
+ * SYNCHRONIZE CACHE goes through us), then the device drains and stops, then the configfs
+ * entries go.
+ */
+function stopHostLuns(hostLuns: readonly BackendHostLun[], host: ConfigfsHost | null, log: Logger, done: (err: Error | null) => void): void {
+  if (host === null) {
+    done(null);
+    return;
+  }
+  let firstErr: Error | null = null;
+  let i = hostLuns.length;
+  const next = (): void => {
+    if (i === 0) {
+      done(firstErr);
+      return;
+    }
+    const h = hostLuns[--i];
+    host.detach(h.exposed, (detachErr) => {
+      if (detachErr !== null) {
+        log.error(`LUN ${h.config.lun}: detaching the host disk: ${detachErr.message}`);
+        firstErr ??= detachErr;
+      }
+      h.device.stop((err) => {
+        if (err !== null) firstErr ??= err;
+        try {
+          host.unexpose(h.exposed);
+          log.info(`LUN ${h.config.lun}: host exposure removed`);
+        } catch (e) {
+          log.error(`LUN ${h.config.lun}: removing the host exposure: ${(e as Error).message}`);
+          firstErr ??= e as Error;
+        }
+        next();
+      });
+    });
+  };
+  next();
 }
 
 function stateWord(g: TargetPortGroupEntry): string {

@@ -4,13 +4,15 @@
 
 import { resolve } from 'node:path';
 import {
-  ConfigError, finishConfig, loadConfigFile, parseLunSpec, parsePortSpec, parseQueues, parseTpgSpec,
-  type PartialConfig, type PortConfig, type PortSpec, type ServeConfig, type TargetPortGroupEntry,
+  ConfigError, finishConfig, loadConfigFile, parseHostLunSpec, parseLunSpec, parsePortSpec, parseQueues, parseTpgSpec,
+  type HostLunSpec, type PartialConfig, type PortConfig, type PortSpec, type ServeConfig, type TargetPortGroupEntry,
 } from './config';
 import { isLogLevel, Logger } from './log';
 import { startBackend, type Backend } from './app';
+import { hostCommand } from './host-cli';
 
 const USAGE = `usage: vhost-scsi-ts serve --socket PATH --lun SPEC [--lun SPEC ...] [options]
+       vhost-scsi-ts host list [--json]
 
 Serve SCSI logical units to QEMU over a vhost-user-scsi socket.
 
@@ -25,6 +27,11 @@ Serve SCSI logical units to QEMU over a vhost-user-scsi socket.
                                 initiator: the frontend's initiator port name, same prefix as wwn;
                                            reservations key on it (default derived from the path)
                                 group:     ALUA target port group (default 1)
+  --host-lun LUN[,wwn=NAME][,initiator=NAME][,id=N][,group=N]
+                              expose LUN on this host too: a TCMU backstore served by this
+                              process behind a tcm_loop port (needs configfs, target_core_user
+                              and tcm_loop); the host sees /dev/sdX. wwn picks SAS/FC/iSCSI as
+                              --port's; initiator is the tcm_loop nexus. See: vhost-scsi-ts host list
   --tpg ID:STATE[:preferred]  ALUA target port group and its access state: active-optimized,
                               active-non-optimized, standby or unavailable (SIGHUP re-reads
                               "targetPortGroups" from --config and applies state changes)
@@ -75,6 +82,7 @@ export function parseServeArgs(args: string[]): Parsed {
   const cliLuns = [];
   const cliPorts: PortSpec[] = [];
   const cliGroups: TargetPortGroupEntry[] = [];
+  const cliHost: HostLunSpec[] = [];
   let configFile: string | undefined;
   let listenFd = -1;
   let printQemuArgs = false;
@@ -98,6 +106,7 @@ export function parseServeArgs(args: string[]): Parsed {
       }
       case '--port': cliPorts.push(parsePortSpec(value())); break;
       case '--tpg': cliGroups.push(parseTpgSpec(value())); break;
+      case '--host-lun': cliHost.push(parseHostLunSpec(value())); break;
       case '--state-dir': partial.stateDir = value(); break;
       case '--run-dir': partial.runDir = value(); break;
       case '--fd': {
@@ -126,6 +135,7 @@ export function parseServeArgs(args: string[]): Parsed {
     ...fromFile, ...stripUndefined(partial),
     luns: [...(fromFile.luns ?? []), ...cliLuns],
     ports: [...(fromFile.ports ?? []), ...cliPorts],
+    hostLuns: [...(fromFile.hostLuns ?? []), ...cliHost],
   };
   if (cliGroups.length > 0 || fromFile.targetPortGroups !== undefined) {
     merged.targetPortGroups = [...(fromFile.targetPortGroups ?? []), ...cliGroups];
@@ -184,6 +194,10 @@ export function main(argv: string[]): void {
   }
   if (command === '--print-capabilities') {
     process.stdout.write(JSON.stringify({ type: 'scsi' }) + '\n');
+    return;
+  }
+  if (command === 'host') {
+    process.exitCode = hostCommand(rest, (s) => process.stdout.write(s), (s) => process.stderr.write(s));
     return;
   }
   if (command !== 'serve') {

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { AluaState, parseAluaState, parseSize, portNameError, protocolOfPortName } from '../scsi-emul';
 import { isLogLevel, type LogLevel } from './log';
+import { tcmLoopNameError } from './tcmu/configfs';
 import { MAX_REQUEST_QUEUES } from './virtio-scsi/device';
 import { MAX_LUN } from './virtio-scsi/lun-address';
 
@@ -52,6 +53,22 @@ export interface PortConfig {
   queues: number;
 }
 
+/**
+ * A LUN exposed on this host as well: a TCMU user backstore served by our core, behind a tcm_loop
+ * target port (backend/tcmu). The path is one more I_T nexus of the shared LU.
+ */
+export interface HostLunConfig {
+  lun: number;
+  /** tcm_loop WWN (target port name); its prefix picks SAS, FC or iSCSI emulation */
+  wwn: string;
+  /** the tcm_loop nexus (initiator port name), same prefix */
+  initiator: string;
+  /** relative target port id of the tcm_loop port (unique among all ports) */
+  targetPortId: number;
+  /** ALUA target port group */
+  group: number;
+}
+
 /** An ALUA target port group and its configured access state. */
 export interface TargetPortGroupEntry {
   id: number;
@@ -71,6 +88,8 @@ export interface ServeConfig {
   ports: PortConfig[];
   /** ALUA groups; absent: one group 1, active/optimized, holding every port (the core's default) */
   targetPortGroups?: TargetPortGroupEntry[];
+  /** LUNs also exposed on this host through tcm_loop + TCMU */
+  hostLuns: HostLunConfig[];
   /** persistent reservations with APTPL=1 (survive a host reboot) */
   stateDir: string;
   /** persistent reservations with APTPL=0 (survive a backend restart, not a reboot: reliability.md §4.7) */
@@ -92,9 +111,19 @@ export interface PortSpec {
   queues?: number;
 }
 
+/** Host exposure fields as given (CLI --host-lun, the file's "hostLuns"), before defaults. */
+export interface HostLunSpec {
+  lun: number;
+  wwn?: string;
+  initiator?: string;
+  targetPortId?: number;
+  group?: number;
+}
+
 /** The loose model both the command line and the file produce; finishConfig checks and completes it. */
-export interface PartialConfig extends Partial<Omit<ServeConfig, 'ports'>> {
+export interface PartialConfig extends Partial<Omit<ServeConfig, 'ports' | 'hostLuns'>> {
   ports?: PortSpec[];
+  hostLuns?: HostLunSpec[];
 }
 
 const LUN_KEYS = ['path', 'size', 'readonly', 'direct', 'block-size', 'physical-block-size', 'write-cache', 'vendor', 'product', 'revision', 'serial'] as const;
@@ -258,6 +287,30 @@ export function parsePortSpec(spec: string): PortSpec {
   return buildPort(`--port ${spec}`, splitKeyValues(`--port ${spec}`, spec));
 }
 
+const HOST_KEYS = ['lun', 'wwn', 'initiator', 'id', 'group'] as const;
+
+function buildHostLun(what: string, kv: Record<string, unknown>): HostLunSpec {
+  const out: HostLunSpec = { lun: parseLunNumber(what, kv.lun) };
+  for (const [key, value] of Object.entries(kv)) {
+    switch (key) {
+      case 'lun': break;
+      case 'wwn': out.wwn = parsePortName(what, 'wwn', value); break;
+      case 'initiator': out.initiator = parsePortName(what, 'initiator', value); break;
+      case 'id': case 'targetPortId': out.targetPortId = parseIdNumber(what, 'id', value, 1, 0xffff); break;
+      case 'group': out.group = parseIdNumber(what, 'group', value, 1, 0xffff); break;
+      default: throw new ConfigError(`${what}: unknown option "${key}" (known: ${HOST_KEYS.join(', ')})`);
+    }
+  }
+  return out;
+}
+
+/** `LUN[,wwn=naa.…][,initiator=naa.…][,id=N][,group=N]` */
+export function parseHostLunSpec(spec: string): HostLunSpec {
+  const what = `--host-lun ${spec}`;
+  const [lun, ...rest] = spec.split(',');
+  return buildHostLun(what, { ...splitKeyValues(what, rest.join(',')), lun });
+}
+
 const STATE_WORDS = 'active-optimized, active-non-optimized, standby, unavailable';
 
 function parseGroupState(what: string, v: unknown): AluaState {
@@ -295,7 +348,7 @@ function parseDir(what: string, v: unknown): string {
   return v;
 }
 
-const FILE_KEYS = ['socket', 'queues', 'logLevel', 'initiatorId', 'ports', 'targetPortGroups', 'stateDir', 'runDir', 'luns'];
+const FILE_KEYS = ['socket', 'queues', 'logLevel', 'initiatorId', 'ports', 'hostLuns', 'targetPortGroups', 'stateDir', 'runDir', 'luns'];
 
 /** A JSON config file (same model as the command line). */
 export function loadConfigFile(path: string): PartialConfig {
@@ -335,6 +388,14 @@ export function loadConfigFile(path: string): PartialConfig {
       return buildPort(what, entry as Record<string, unknown>);
     });
   }
+  if (o.hostLuns !== undefined) {
+    if (!Array.isArray(o.hostLuns)) throw new ConfigError(`--config ${path}: hostLuns must be an array`);
+    out.hostLuns = o.hostLuns.map((entry, i) => {
+      const what = `--config ${path}: hostLuns[${i}]`;
+      if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new ConfigError(`${what}: must be an object with "lun"`);
+      return buildHostLun(what, entry as Record<string, unknown>);
+    });
+  }
   if (o.targetPortGroups !== undefined) {
     if (!Array.isArray(o.targetPortGroups)) throw new ConfigError(`--config ${path}: targetPortGroups must be an array`);
     out.targetPortGroups = o.targetPortGroups.map((e, i) => buildGroup(`--config ${path}: targetPortGroups[${i}]`, e));
@@ -360,7 +421,7 @@ export function loadConfigFile(path: string): PartialConfig {
  * same socket path gives the same names at every start, so reservations and unit attentions keyed
  * on them survive restarts.
  */
-export function derivedPortName(socket: string, role: 'target' | 'initiator'): string {
+export function derivedPortName(socket: string, role: 'target' | 'initiator' | `host-target:${number}` | `host-initiator:${number}`): string {
   const h = createHash('sha256').update(`${role}:${resolve(socket)}`).digest('hex');
   return `naa.5025654${h.slice(0, 9)}`;
 }
@@ -396,6 +457,7 @@ export function finishConfig(partial: PartialConfig): ServeConfig {
     paths.add(l.path);
   }
   const ports = finishPorts(specs, partial);
+  const hostLuns = finishHostLuns(partial.hostLuns ?? [], ports, luns);
   const groups = partial.targetPortGroups;
   if (groups !== undefined) {
     const ids = new Set<number>();
@@ -403,12 +465,12 @@ export function finishConfig(partial: PartialConfig): ServeConfig {
       if (ids.has(g.id)) throw new ConfigError(`target port group ${g.id} is configured twice`);
       ids.add(g.id);
     }
-    for (const p of ports) {
-      if (!ids.has(p.group)) throw new ConfigError(`port ${p.socket} is in target port group ${p.group}, which targetPortGroups does not define`);
+    for (const p of [...ports.map((x) => ({ what: `port ${x.socket}`, group: x.group })), ...hostLuns.map((h) => ({ what: `host LUN ${h.lun}`, group: h.group }))]) {
+      if (!ids.has(p.group)) throw new ConfigError(`${p.what} is in target port group ${p.group}, which targetPortGroups does not define`);
     }
   } else {
-    for (const p of ports) {
-      if (p.group !== 1) throw new ConfigError(`port ${p.socket} is in target port group ${p.group}: define the groups (--tpg or "targetPortGroups")`);
+    for (const p of [...ports.map((x) => ({ what: `port ${x.socket}`, group: x.group })), ...hostLuns.map((h) => ({ what: `host LUN ${h.lun}`, group: h.group }))]) {
+      if (p.group !== 1) throw new ConfigError(`${p.what} is in target port group ${p.group}: define the groups (--tpg or "targetPortGroups")`);
     }
   }
   const dirs = defaultDirs();
@@ -418,6 +480,7 @@ export function finishConfig(partial: PartialConfig): ServeConfig {
     logLevel: partial.logLevel ?? 'info',
     initiatorId: ports[0].initiator,
     ports,
+    hostLuns,
     stateDir: partial.stateDir ?? dirs.stateDir,
     runDir: partial.runDir ?? dirs.runDir,
     luns: [...luns].sort((a, b) => a.lun - b.lun),
@@ -456,6 +519,43 @@ function finishPorts(specs: PortSpec[], partial: PartialConfig): PortConfig[] {
       throw new ConfigError(`port ${s.socket}: initiator ${initiator} and wwn ${wwn} name different protocols (naa. SAS, fc. FC, iqn./eui. iSCSI); use the same prefix`);
     }
     out.push({ socket: s.socket, targetPortId: id, wwn, initiator, group: s.group ?? 1, queues: s.queues ?? partial.queues ?? 1 });
+  }
+  return out;
+}
+
+function finishHostLuns(specs: HostLunSpec[], ports: PortConfig[], luns: LunConfig[]): HostLunConfig[] {
+  const used = new Set(ports.map((p) => p.targetPortId));
+  const names = new Set(ports.map((p) => p.wwn));
+  for (const h of specs) if (h.targetPortId !== undefined) used.add(h.targetPortId);
+  const seen = new Set<number>();
+  let nextId = 1;
+  const out: HostLunConfig[] = [];
+  for (const h of specs) {
+    if (!luns.some((l) => l.lun === h.lun)) throw new ConfigError(`host LUN ${h.lun}: no such LUN is configured`);
+    if (seen.has(h.lun)) throw new ConfigError(`host LUN ${h.lun} is exposed twice`);
+    seen.add(h.lun);
+    let id = h.targetPortId;
+    if (id === undefined) {
+      while (used.has(nextId)) nextId++;
+      id = nextId;
+      used.add(id);
+    } else if (ports.some((p) => p.targetPortId === id) || out.some((o) => o.targetPortId === id)) {
+      throw new ConfigError(`host LUN ${h.lun}: relative target port id ${id} is already used`);
+    }
+    // Derived from the first socket: the same names at every start of this backend.
+    const wwn = h.wwn ?? derivedPortName(ports[0].socket, `host-target:${h.lun}`);
+    if (names.has(wwn)) throw new ConfigError(`host LUN ${h.lun}: target port name ${wwn} is used by another port`);
+    names.add(wwn);
+    const initiator = h.initiator ?? derivedPortName(ports[0].socket, `host-initiator:${h.lun}`);
+    for (const [role, name] of [['wwn', wwn], ['initiator', initiator]] as const) {
+      const err = tcmLoopNameError(name, role);
+      if (err !== null) throw new ConfigError(`host LUN ${h.lun}: ${err}`);
+    }
+    // tcm_loop refuses a nexus whose prefix differs from the WWN's.
+    if (protocolOfPortName(initiator) !== protocolOfPortName(wwn)) {
+      throw new ConfigError(`host LUN ${h.lun}: initiator ${initiator} and wwn ${wwn} name different protocols (naa. SAS, fc. FC, iqn./eui. iSCSI); use the same prefix`);
+    }
+    out.push({ lun: h.lun, wwn, initiator, targetPortId: id, group: h.group ?? 1 });
   }
   return out;
 }

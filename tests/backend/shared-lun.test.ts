@@ -169,3 +169,24 @@ function groupStates(d: Uint8Array): [number, number][] {
   for (let p = 4; p + 8 <= end; p += 8 + 4 * d[p + 7]) out.push([(d[p + 2] << 8) | d[p + 3], d[p] & 0x0f]);
   return out;
 }
+
+t.test('--host-lun on a host without LIO: a clear error naming the module, nothing left listening', async (t) => {
+  const { FakeConfigfs } = await import('../../backend/tcmu/fake-configfs');
+  const { ConfigfsHost } = await import('../../backend/tcmu/configfs');
+  const cases: [Record<string, boolean>, RegExp][] = [
+    [{ configfs: false }, /configfs/],
+    [{ target_core_user: false }, /target_core_user/],
+    [{ tcm_loop: false }, /tcm_loop/],
+  ];
+  for (const [modules, re] of cases) {
+    const fake = new FakeConfigfs({ modules });
+    const cfg = finishConfig({
+      socket: join(dir, 'h.sock'), logLevel: 'silent', stateDir: join(dir, 'hstate'), runDir: join(dir, 'hrun'),
+      luns: [{ lun: 0, backstore: 'ram', size: 1 << 20, readOnly: false, direct: false, blockSize: 512, writeCache: true }],
+      hostLuns: [{ lun: 0 }],
+    });
+    t.throws(() => startBackend(cfg, new Logger('silent'), -1, { configfs: new ConfigfsHost(fake.hostOptions()) }), re, JSON.stringify(modules));
+    t.notOk(existsSync(join(dir, 'h.sock')), 'no socket was created');
+    fake.dispose();
+  }
+});
