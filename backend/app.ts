@@ -224,6 +224,7 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
   const reloader = new LunReloader({
     target, events, log: configLog, open, config,
     onConfig: (next) => applyGroups(next.targetPortGroups),
+    hostLuns: config.hostLuns.map((h) => h.lun),
   });
   let groups = config.targetPortGroups;
   function applyGroups(next: TargetPortGroupEntry[] | undefined): void {

@@ -149,6 +149,8 @@ export interface LunReloaderOptions {
     Partial<Pick<ServeConfig, 'stateDir' | 'runDir'>>;
   /** Sees every successfully read file before its LUNs are applied (the target port groups). */
   onConfig?: (next: PartialConfig) => void;
+  /** LUNs exposed on the host (tcm_loop + TCMU): a reload does not remove them under the host. */
+  hostLuns?: readonly number[];
 }
 
 function describeEvent(r: LunEventResult, what: string): string {
@@ -207,6 +209,7 @@ export class LunReloader {
         }
       }
       if (next.ports !== undefined) this.log.debug('reload: "ports" are read at start only');
+      if (next.hostLuns !== undefined) this.log.debug('reload: "hostLuns" are read at start only');
       this.opts.onConfig?.(next);
       this.applyNow(next.luns ?? [], finish);
     }, done);
@@ -261,6 +264,12 @@ export class LunReloader {
       this.log.error(`reload: ${(e as Error).message}; nothing changed`);
       finish(notLoaded());
       return;
+    }
+    const host = new Set(this.opts.hostLuns ?? []);
+    for (const lun of plan.remove.filter((l) => host.has(l))) {
+      plan.remove = plan.remove.filter((l) => l !== lun);
+      plan.refused.push(`LUN ${lun}: exposed on this host (hostLuns); removing it is refused while the host uses it ` +
+        '(drop it from hostLuns and restart, then remove it)');
     }
     const result: ReloadResult = { loaded: true, added: [], removed: [], resized: [], refused: [...plan.refused] };
     for (const line of plan.refused) this.log.error(`reload: ${line}`);

@@ -62,7 +62,7 @@ function writeConfig(file: string, luns: unknown[], extra: Record<string, unknow
  * A running backend in miniature: the file's LUNs (and any --lun ones) on a target, the device
  * with all its queues started with `features` negotiated, and the reloader of app.ts's kind.
  */
-function rig(fileLuns: unknown[], opts: { cli?: LunConfig[]; features?: bigint } = {}): Rig {
+function rig(fileLuns: unknown[], opts: { cli?: LunConfig[]; features?: bigint; hostLuns?: number[] } = {}): Rig {
   const configFile = join(dir, `config-${++configCount}.json`);
   writeConfig(configFile, fileLuns, { socket: '/run/x.sock' });
   const cli = opts.cli ?? [];
@@ -77,7 +77,7 @@ function rig(fileLuns: unknown[], opts: { cli?: LunConfig[]; features?: bigint }
   device.connected();
   const log = new Lines();
   const reloader = new LunReloader({
-    target, events: device, log: new Logger('info', log), open: openLogicalUnit,
+    target, events: device, log: new Logger('info', log), open: openLogicalUnit, hostLuns: opts.hostLuns,
     config: {
       socket: '/run/x.sock', queues: 1, logLevel: 'info', initiatorId: 'test-initiator', luns, configFile,
       commandLineLuns: cli.map((l) => l.lun),
@@ -215,6 +215,17 @@ t.test('a LUN left out of the file is removed: TRANSPORT_RESET REMOVED, 3F/0E, t
   t.same(gone.sense, [0x70, 0, 0x05, 0, 0, 0, 0, 0x0a, 0, 0, 0, 0, 0x25, 0, 0, 0, 0, 0], 'LOGICAL UNIT NOT SUPPORTED');
   t.equal(r.target.getLogicalUnit(300), undefined);
   t.notOk(r.reloader.runningLuns().has(300));
+});
+
+t.test('a LUN exposed on the host is not removed under it; the rest of the reload applies', async (t) => {
+  const r = rig([{ lun: 0, backstore: 'ram', size: '8M' }, { lun: 1, backstore: 'ram', size: '4M' }], { hostLuns: [0] });
+  writeConfig(r.configFile, [{ lun: 2, backstore: 'ram', size: '4M' }]);
+  const res = await reload(r);
+  t.same(res.removed, [1], 'LUN 1 removed');
+  t.same(res.added, [2], 'LUN 2 added');
+  t.match(res.refused, [/LUN 0: exposed on this host \(hostLuns\); removing it is refused/]);
+  t.ok(r.target.getLogicalUnit(0), 'LUN 0 still served');
+  t.match(r.log.text(), /LUN 0: exposed on this host/);
 });
 
 t.test('no event buffer posted: the event is missed and the next one carries EVENTS_MISSED', async (t) => {
