@@ -813,13 +813,7 @@ export class ConfigfsHost {
    */
   private removeRaw(raw: RawDevice, snap: Snapshot, errors?: HostExposureError[]): void {
     const fs = this.fs;
-    const fail = (what: string, path: string, e: unknown): void => {
-      const c = errCode(e);
-      if (c === 'ENOENT') return;
-      const err = wrap(what, path, e);
-      if (errors) errors.push(err);
-      else throw err;
-    };
+    const fail = (what: string, path: string, e: unknown): void => collectOrThrow(what, path, e, errors);
     const hbaDir = dirname(raw.dir);
     // An HBA that held nothing but ours is ours to remove once empty.
     const hbaOurs = this.ownedHbas.has(raw.hba) || this.onlyOursIn(hbaDir);
@@ -877,13 +871,7 @@ export class ConfigfsHost {
   /** nexus NULL, lun dirs, TPGs, the WWN; links must be gone already. */
   private removeWwn(w: RawWwn, errors: HostExposureError[] | null): void {
     const fs = this.fs;
-    const fail = (what: string, path: string, e: unknown): void => {
-      const c = errCode(e);
-      if (c === 'ENOENT') return;
-      const err = wrap(what, path, e);
-      if (errors) errors.push(err);
-      else throw err;
-    };
+    const fail = (what: string, path: string, e: unknown): void => collectOrThrow(what, path, e, errors);
     for (const t of w.tpgs) {
       if (t.nexus !== null) {
         const p = join(t.dir, 'nexus');
@@ -1107,4 +1095,12 @@ export class ConfigfsHost {
       state,
     };
   }
+}
+
+/** A teardown step failed: an already-missing piece is fine; else collect the error or throw it. */
+function collectOrThrow(what: string, path: string, e: unknown, errors: HostExposureError[] | null | undefined): void {
+  if (errCode(e) === 'ENOENT') return;
+  const err = wrap(what, path, e);
+  if (errors) errors.push(err);
+  else throw err;
 }

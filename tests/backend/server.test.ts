@@ -5,17 +5,13 @@ import t from 'tap';
 import { mkdtempSync, readdirSync, rmSync, statSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FakeGuestMemory, FakeSplitDriver } from '../../virtqueue';
 import { native } from '../../backend/native';
 import { startBackend, type Backend } from '../../backend/app';
 import { finishConfig } from '../../backend/config';
 import { Logger } from '../../backend/log';
-import { FakeFrontend, FakeFrontendSocket, FrontendRequests as F, type FakeQueue } from '../../backend/vhost-user/fake-frontend';
+import { FakeFrontend, FakeFrontendSocket, FrontendRequests as F } from '../../backend/vhost-user/fake-frontend';
+import { FakeVirtioScsiGuest } from '../../backend/virtio-scsi/fake-guest';
 
-const RAM = 4 << 20;
-const GPA = 0x10_0000;
-const UADDR = 0x7f12_3400_0000;
-const QSIZE = 16;
 
 const dir = mkdtempSync(join(tmpdir(), 'vst-server-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -28,56 +24,11 @@ function backendAt(socket: string): Backend {
   }), new Logger('silent'));
 }
 
-interface Guest {
-  sock: FakeFrontendSocket;
-  fe: FakeFrontend;
-  drivers: FakeSplitDriver[];
-  queues: FakeQueue[];
-  ramFd: number;
-  ram: Uint8Array;
-  close(): void;
-}
+type Guest = FakeVirtioScsiGuest;
 
-async function attach(socket: string): Promise<Guest> {
-  const sock = FakeFrontendSocket.connect(socket);
-  const ram = FakeFrontendSocket.createRam(RAM);
-  const mem = new FakeGuestMemory([{ gpa: GPA, size: RAM, userAddr: UADDR, bytes: ram.bytes }]);
-  const drivers: FakeSplitDriver[] = [];
-  const queues: FakeQueue[] = [];
-  for (let index = 0; index < 3; index++) {
-    const d = new FakeSplitDriver(mem, QSIZE, { eventIdx: true, indirect: true });
-    drivers.push(d);
-    const c = d.config();
-    queues.push({ index, size: QSIZE, desc: c.descTable, avail: c.availRing, used: c.usedRing, kickFd: FakeFrontendSocket.eventfd(), callFd: FakeFrontendSocket.eventfd() });
-  }
-  const fe = new FakeFrontend(sock);
-  await fe.setupDevice({
-    regions: [{ guestPhysAddr: BigInt(GPA), size: BigInt(RAM), userAddr: BigInt(UADDR), mmapOffset: 0n, fd: ram.fd }],
-    queues,
-  });
-  return {
-    sock, fe, drivers, queues, ramFd: ram.fd, ram: ram.bytes,
-    close() {
-      sock.close();
-      native.munmap(ram.bytes.buffer as ArrayBuffer);
-      native.close(ram.fd);
-      for (const q of queues) { native.close(q.kickFd); native.close(q.callFd); }
-    },
-  };
-}
-
-/** Offer a chain on queue `q`, kick like a driver, wait for its used element via the call eventfd. */
-async function request(g: Guest, q: number, readable: Uint8Array[], writable: number[]): Promise<{ len: number; data: Uint8Array }> {
-  const d = g.drivers[q];
-  const head = d.addChain(readable, writable, { kick: false });
-  if (d.kick()) native.eventfdWrite(g.queues[q].kickFd, 1);
-  for (let i = 0; i < 500; i++) {
-    const used = d.readUsed().find((u) => u.id === head);
-    if (used) return { len: used.len, data: d.readWritable(head) };
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  throw new Error('no completion');
-}
+const attach = (socket: string): Promise<Guest> => FakeVirtioScsiGuest.attach(socket);
+const request = (g: Guest, q: number, readable: Uint8Array[], writable: number[]): Promise<{ len: number; data: Uint8Array }> =>
+  g.request(q, readable, writable);
 
 function cmd(cdb: number[]): Uint8Array {
   const b = new Uint8Array(51);
@@ -116,7 +67,7 @@ t.test('a fake QEMU attaches over the socket and runs SCSI commands through the 
   const reset = await request(g, 0, [tmf], [1]);
   t.same([...reset.data], [0], 'TMF answered FUNCTION COMPLETE on the control queue');
 
-  const bases = await g.fe.stopDevice([0, 1, 2]);
+  const bases = await g.frontend.stopDevice([0, 1, 2]);
   t.same(bases, [1, 0, 4], 'GET_VRING_BASE: next avail index per queue');
   g.close();
   await new Promise((r) => backend.shutdown(() => r(null)));

@@ -74,3 +74,10 @@ export function rw16(op: 0x88 | 0x8a, lba: bigint, blocks: number, byte1 = 0): n
 export function rw10(op: 0x28 | 0x2a, lba: number, blocks: number, byte1 = 0): number[] {
   return [op, byte1, ...be32(lba), 0, (blocks >>> 8) & 0xff, blocks & 0xff, 0];
 }
+
+/** `v` as `bytes` big-endian hex bytes ("00 01 f4"), for parameter lists written as hex. */
+export function hx(v: number, bytes: number): string {
+  const out: string[] = [];
+  for (let i = bytes - 1; i >= 0; i--) out.push((Math.floor(v / 2 ** (8 * i)) % 256).toString(16).padStart(2, '0'));
+  return out.join(' ');
+}

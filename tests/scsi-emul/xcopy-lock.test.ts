@@ -8,17 +8,11 @@ import {
 } from '../../scsi-emul';
 import { CommandResult, FakeBlockStore, TEST_NEXUS, run, submit } from '../../scsi-emul/testing';
 import { storeError } from '../../scsi-emul/store';
-import { be64, consumeUa, hex, toHex } from './helpers';
+import { be64, consumeUa, hex, toHex, hx } from './helpers';
 
 const MIB4 = 4 << 20;
 const B = 512;
 
-/** `v` as `bytes` big-endian hex bytes. */
-function hx(v: number, bytes: number): string {
-  const out: string[] = [];
-  for (let i = bytes - 1; i >= 0; i--) out.push((Math.floor(v / 2 ** (8 * i)) % 256).toString(16).padStart(2, '0'));
-  return out.join(' ');
-}
 
 interface Lus {
   target: ScsiTarget;

@@ -10,17 +10,11 @@ import { FakeBlockStore, TEST_NEXUS, run, submit } from '../../scsi-emul/testing
 import { storeError } from '../../scsi-emul/store';
 import { COPY_CHUNK } from '../../scsi-emul/xcopy';
 import { Sense, encodeSense } from '../../scsi-emul/sense';
-import { consumeUa, hex, toHex } from './helpers';
+import { consumeUa, hex, toHex, hx } from './helpers';
 
 const OTHER: ITNexus = { initiatorPort: 'other-initiator', targetPortId: 1 };
 const MIB4 = 4 << 20;
 
-/** `v` as `bytes` big-endian hex bytes ("00 01 f4"). */
-function hx(v: number, bytes: number): string {
-  const out: string[] = [];
-  for (let i = bytes - 1; i >= 0; i--) out.push((Math.floor(v / 2 ** (8 * i)) % 256).toString(16).padStart(2, '0'));
-  return out.join(' ');
-}
 
 interface Lus {
   target: ScsiTarget;
