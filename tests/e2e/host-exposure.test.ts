@@ -15,18 +15,22 @@ import { e2eAvailable, ensureGuest, repoRoot, runGuest } from './harness';
 
 const SCRIPT = String.raw`
 R=/mnt/hostroot
-mount -t tmpfs tmpfs $R/tmp
+# Scratch space visible inside and outside the chroot at the same path: a tmpfs under the guest's
+# /dev, which the chroot sees through its rbind. (A tmpfs over the chroot's /tmp would hide a
+# repository checked out under the host's /tmp.)
+W=/dev/vst
+mkdir -p $W && mount -t tmpfs -o mode=1777 tmpfs $W
 for d in proc sys dev; do mount --rbind /$d $R/$d; done
 REPO=__REPO__
 node() { chroot $R /usr/bin/node "$@"; }
 cli() { node $REPO/dist/backend/cli.js "$@"; }
-client() { node $REPO/dist/tests/e2e/vhost-client.js /tmp/vst.sock "$@"; }
-ARGS="serve --socket /tmp/vst.sock --lun 0:file:path=/tmp/disk.img,size=64M,product=HOSTLUN --host-lun 0,wwn=naa.5001405abcdef001,initiator=naa.5001405abcdef002 --state-dir /tmp/state --run-dir /tmp/run"
+client() { node $REPO/dist/tests/e2e/vhost-client.js $W/vst.sock "$@"; }
+ARGS="serve --socket $W/vst.sock --lun 0:file:path=$W/disk.img,size=64M,product=HOSTLUN --host-lun 0,wwn=naa.5001405abcdef001,initiator=naa.5001405abcdef002 --state-dir $W/state --run-dir $W/run"
 start_backend() {
-	chroot $R /usr/bin/node $REPO/dist/backend/cli.js $ARGS >>$R/tmp/backend.log 2>&1 &
+	chroot $R /usr/bin/node $REPO/dist/backend/cli.js $ARGS >>$W/backend.log 2>&1 &
 	bpid=$!
-	for i in $(seq 1 600); do grep -q "exposed on this host" $R/tmp/backend.log 2>/dev/null && [ "$(grep -c 'exposed on this host' $R/tmp/backend.log)" -ge "$1" ] && return 0; kill -0 $bpid 2>/dev/null || break; usleep 100000; done
-	echo "backend did not start"; cat $R/tmp/backend.log; exit 1
+	for i in $(seq 1 600); do grep -q "exposed on this host" $W/backend.log 2>/dev/null && [ "$(grep -c 'exposed on this host' $W/backend.log)" -ge "$1" ] && return 0; kill -0 $bpid 2>/dev/null || break; usleep 100000; done
+	echo "backend did not start"; cat $W/backend.log; exit 1
 }
 start_backend 1
 # tcm_loop adds the LUN asynchronously: find the disk whose product is ours.
@@ -43,24 +47,24 @@ cli host list
 fio --name=v --filename=$dev --rw=randwrite --bs=4k --size=16M --ioengine=libaio --iodepth=8 --direct=1 --verify=crc32c --verify_fatal=1 >/tmp/fio.txt 2>&1 && echo "fio-verify=ok" || { echo "fio failed"; tail -20 /tmp/fio.txt; }
 
 # Host → vhost-user
-dd if=/dev/urandom of=$R/tmp/a.bin bs=4096 count=4 2>/dev/null
-dd if=$R/tmp/a.bin of=$dev bs=4096 seek=512 oflag=direct conv=fsync 2>/dev/null
-client read 4096 32 /tmp/a.back
-cmp $R/tmp/a.bin $R/tmp/a.back && echo "host-to-vhost=ok"
+dd if=/dev/urandom of=$W/a.bin bs=4096 count=4 2>/dev/null
+dd if=$W/a.bin of=$dev bs=4096 seek=512 oflag=direct conv=fsync 2>/dev/null
+client read 4096 32 $W/a.back
+cmp $W/a.bin $W/a.back && echo "host-to-vhost=ok"
 # vhost-user → host
-dd if=/dev/urandom of=$R/tmp/b.bin bs=4096 count=4 2>/dev/null
-client write 8192 /tmp/b.bin
+dd if=/dev/urandom of=$W/b.bin bs=4096 count=4 2>/dev/null
+client write 8192 $W/b.bin
 dd if=$dev of=/tmp/b.back bs=4096 skip=1024 count=4 iflag=direct 2>/dev/null
-cmp $R/tmp/b.bin /tmp/b.back && echo "vhost-to-host=ok"
+cmp $W/b.bin /tmp/b.back && echo "vhost-to-host=ok"
 
 # A reservation through vhost-user (Exclusive Access, type 3) stops host writes and reads.
 client register 0x77
 client reserve 0x77 3
-dd if=$R/tmp/a.bin of=$dev bs=4096 seek=0 count=1 oflag=direct 2>/dev/null && echo "host write allowed?!" || echo "host-write-conflict=ok"
+dd if=$W/a.bin of=$dev bs=4096 seek=0 count=1 oflag=direct 2>/dev/null && echo "host write allowed?!" || echo "host-write-conflict=ok"
 dmesg | grep -i -m1 "reservation conflict"
 client release 0x77 3
 client unregister 0x77
-dd if=$R/tmp/a.bin of=$dev bs=4096 seek=0 count=1 oflag=direct 2>/dev/null && echo "host-write-after-release=ok"
+dd if=$W/a.bin of=$dev bs=4096 seek=0 count=1 oflag=direct 2>/dev/null && echo "host-write-after-release=ok"
 
 # Kill -9 the backend while the host holds the disk open; restart it; nothing acknowledged lost.
 exec 3<$dev
@@ -72,7 +76,7 @@ start_backend 2
 dd if=$dev of=/tmp/c.back bs=4096 skip=2048 count=8 iflag=direct 2>/dev/null
 cmp /tmp/c.bin /tmp/c.back && echo "after-restart=ok"
 exec 3<&-
-grep -E "re-attach|reattach|stale" $R/tmp/backend.log | head -3
+grep -E "re-attach|reattach|stale" $W/backend.log | head -3
 
 kill -TERM $bpid; wait $bpid; echo "backend exit=$?"
 ls /sys/kernel/config/target/loopback/ | grep -c naa. | sed 's/^/loopback wwns left: /'
