@@ -8,10 +8,11 @@
 //
 // This machine's kernel has no configfs/LIO, so "the host" is a TCG guest whose root is this
 // machine's root shared read-only over 9p (as tests/e2e/host-exposure.test.ts does): node and
-// tcmu-runner run in chroots, fio runs in the guest. The three image files have the same size,
-// are zero-filled the same way on the same tmpfs, each disk has its own tcm_loop SAS port, the
-// backends run one after another (never concurrently), and every backend gets the same fio jobs.
-// fio's JSON is written to a 9p share and parsed here. Speed targets live here, never in tests.
+// tcmu-runner run in chroots, the guest's own fio outside them. The three image files have the
+// same size and are zero-filled the same way on the same tmpfs, each disk has its own tcm_loop
+// SAS port, the backends run one after another (never concurrently), and every backend gets the
+// same fio jobs. fio's JSON is written to a 9p share and parsed here. Speed targets live here,
+// never in tests. bench/README.md explains the setup and what is kept equal.
 //
 // Usage: node dist/bench/host-exposure.js [--runtime S] [--ramp S] [--warmup S] [--rounds N]
 //          [--size 256M] [--jobs rr4k,rw4k,sr1m,sw1m] [--backends ours,kernel-fileio,tcmu-runner]
@@ -25,7 +26,7 @@ import { parseSize } from '../scsi-emul/size';
 
 // ---------------------------------------------------------------------------------------------
 // The fio jobs. libaio + direct=1 on the whole disk; time-based after a ramp whose numbers fio
-// discards (the warm-up).
+// discards. Each backend also gets an unrecorded warm-up when it starts (--warmup).
 
 interface JobDef { readonly rw: 'randread' | 'randwrite' | 'read' | 'write'; readonly bs: string; readonly iodepth: number; readonly title: string }
 
@@ -43,8 +44,9 @@ function fioArgs(j: JobDef): string {
 const BACKENDS = ['ours', 'kernel-fileio', 'tcmu-runner'] as const;
 type Backend = typeof BACKENDS[number];
 
-// tcm_loop WWNs (SAS: naa. + 16 hex digits; 001405 is the OUI LIO itself uses) and the nexus
-// initiator of each. Distinct per backend, so a leftover of one phase never shadows the next.
+// tcm_loop WWNs and the nexus initiator of each: "naa." + an 8-byte NAA IEEE Registered
+// designator (NAA 5h, SPC-4 §7.8.6.6) makes tcm_loop a SAS port; 001405h is the OUI LIO itself
+// uses. Distinct per backend, so a leftover of one phase never shadows the next.
 const PORTS: Readonly<Record<Backend, { wwn: string; initiator: string }>> = {
   ours: { wwn: 'naa.5001405bbe0c0001', initiator: 'naa.5001405bbe0c0101' },
   'kernel-fileio': { wwn: 'naa.5001405bbe0c0002', initiator: 'naa.5001405bbe0c0102' },
@@ -66,6 +68,7 @@ interface Options {
   smp: number;
   memoryMiB: number | null;
   outDir: string | null;
+  cpuProf: boolean;
 }
 
 const USAGE = `usage: node dist/bench/host-exposure.js [options]
@@ -84,12 +87,14 @@ another in one TCG guest. Prints a table and the ratios ours/kernel-fileio, ours
   --smp N            guest vCPUs (default 2)
   --mem MIB          guest RAM in MiB (default max(2048, 1536 + size))
   --out DIR          results directory (default .cache/bench/host-exposure/<time>)
+  --cpu-prof         run our backend under node --cpu-prof and save ours.<round>.cpuprofile
+                     (diagnosis only: profiling slows it down)
 `;
 
 function parseArgs(argv: readonly string[]): Options {
   const o: Options = {
     runtimeS: 10, rampS: 2, warmupS: 5, rounds: 1, sizeBytes: 256 << 20, sizeText: '256M',
-    jobs: Object.keys(JOBS), backends: [...BACKENDS], smp: 2, memoryMiB: null, outDir: null,
+    jobs: Object.keys(JOBS), backends: [...BACKENDS], smp: 2, memoryMiB: null, outDir: null, cpuProf: false,
   };
   const list = <T extends string>(what: string, v: string, allowed: readonly T[]): T[] => {
     const items = v.split(',').filter((s) => s !== '');
@@ -104,6 +109,7 @@ function parseArgs(argv: readonly string[]): Options {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '-h' || a === '--help') { process.stdout.write(USAGE); process.exit(0); }
+    if (a === '--cpu-prof') { o.cpuProf = true; continue; }
     const v = argv[i + 1];
     if (v === undefined) throw new Error(`${a} needs a value (try --help)`);
     i++;
@@ -150,6 +156,7 @@ function guestScript(o: Options, handlers: string | null, tcmurWhy: string): str
     __JOBS__: o.jobs.join(' '),
     __BACKENDS__: o.backends.join(' '),
     __HANDLERS__: handlers ?? '',
+    __CPU_PROF__: o.cpuProf ? '1' : '0',
     __TCMUR_WHY__: tcmurWhy.replace(/[^\w .,:;/()=+'-]/g, ' '),
     __JOB_VARS__: o.jobs.map((j) => `JOB_${j}="${fioArgs(JOBS[j]!)}"`).join('\n'),
     __OURS_WWN__: PORTS.ours.wwn, __OURS_INI__: PORTS.ours.initiator,
@@ -191,8 +198,14 @@ interface Sample {
   mibps: number;
   clatP50us: number;
   clatP99us: number;
-  /** backend process CPU, % of one vCPU over the job including its ramp; null: in the kernel */
-  cpuPct: number | null;
+  /** backend process CPU (all threads), % of one guest vCPU over the job including its
+   * ramp, split into user and system time; null: the backend runs in the kernel */
+  cpuUsrPct: number | null;
+  cpuSysPct: number | null;
+  /** host CPU used by other processes (not this QEMU, not this script) during the job, and
+   * taken by the hypervisor (steal), each in % of one host CPU */
+  hostOtherPct: number | null;
+  hostStealPct: number | null;
   error?: string;
 }
 
@@ -207,7 +220,10 @@ interface Cell {
   mibps: number;
   clatP50us: number;
   clatP99us: number;
-  cpuPct: number | null;
+  cpuUsrPct: number | null;
+  cpuSysPct: number | null;
+  hostOtherPct: number | null;
+  hostStealPct: number | null;
   error?: string;
   samples: Sample[];
 }
@@ -239,14 +255,23 @@ function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-function collect(o: Options, outDir: string, script: string): Cell[] {
+function medianOrNull(xs: readonly (number | null)[]): number | null {
+  const v = xs.filter((x): x is number => x !== null);
+  return v.length > 0 ? median(v) : null;
+}
+
+function collect(o: Options, outDir: string, script: string, host: ReadonlyMap<string, HostShare>): Cell[] {
   const cells: Cell[] = [];
   for (const b of o.backends) {
     for (const job of o.jobs) {
       const samples: Sample[] = [];
       for (let round = 1; round <= o.rounds; round++) {
-        const m = new RegExp(`^BENCH-JOB ${b} ${job} round=${round} status=(\\d+) cpu_ticks=(-?\\d+) wall_cs=(\\d+)$`, 'm').exec(script);
-        const r: Sample = { round, ok: false, iops: 0, mibps: 0, clatP50us: 0, clatP99us: 0, cpuPct: null };
+        const m = new RegExp(`^BENCH-JOB ${b} ${job} round=${round} status=(\\d+) usr_ticks=(-?\\d+) sys_ticks=(-?\\d+) wall_cs=(\\d+)$`, 'm').exec(script);
+        const r: Sample = {
+          round, ok: false, iops: 0, mibps: 0, clatP50us: 0, clatP99us: 0, cpuUsrPct: null, cpuSysPct: null,
+          hostOtherPct: host.get(`${b} ${job} ${round}`)?.otherPct ?? null,
+          hostStealPct: host.get(`${b} ${job} ${round}`)?.stealPct ?? null,
+        };
         samples.push(r);
         if (!m) { r.error = 'not run'; continue; }
         try {
@@ -255,16 +280,21 @@ function collect(o: Options, outDir: string, script: string): Cell[] {
           Object.assign(r, { ok: true, iops: f.iops, mibps: f.mibps, clatP50us: f.p50, clatP99us: f.p99 });
           // /proc/PID/stat counts USER_HZ ticks (100 per second on x86); the wall time is in
           // centiseconds, so their ratio is the share of one vCPU.
-          const wall = Number(m[3]);
-          if (b !== 'kernel-fileio' && wall > 0) r.cpuPct = (Number(m[2]) / wall) * 100;
+          const wall = Number(m[4]);
+          if (b !== 'kernel-fileio' && wall > 0) {
+            r.cpuUsrPct = (Number(m[2]) / wall) * 100;
+            r.cpuSysPct = (Number(m[3]) / wall) * 100;
+          }
         } catch (e) {
           r.error = (e as Error).message;
         }
       }
       const good = samples.filter((x) => x.ok);
-      const cpu = good.map((x) => x.cpuPct).filter((x): x is number => x !== null);
       cells.push(good.length === 0
-        ? { backend: b, job, ok: false, iops: 0, iopsMin: 0, iopsMax: 0, mibps: 0, clatP50us: 0, clatP99us: 0, cpuPct: null, error: samples[0]!.error, samples }
+        ? {
+          backend: b, job, ok: false, iops: 0, iopsMin: 0, iopsMax: 0, mibps: 0, clatP50us: 0, clatP99us: 0,
+          cpuUsrPct: null, cpuSysPct: null, hostOtherPct: null, hostStealPct: null, error: samples[0]!.error, samples,
+        }
         : {
           backend: b, job, ok: true,
           iops: median(good.map((x) => x.iops)),
@@ -273,7 +303,10 @@ function collect(o: Options, outDir: string, script: string): Cell[] {
           mibps: median(good.map((x) => x.mibps)),
           clatP50us: median(good.map((x) => x.clatP50us)),
           clatP99us: median(good.map((x) => x.clatP99us)),
-          cpuPct: cpu.length > 0 ? median(cpu) : null,
+          cpuUsrPct: medianOrNull(good.map((x) => x.cpuUsrPct)),
+          cpuSysPct: medianOrNull(good.map((x) => x.cpuSysPct)),
+          hostOtherPct: medianOrNull(good.map((x) => x.hostOtherPct)),
+          hostStealPct: medianOrNull(good.map((x) => x.hostStealPct)),
           ...(good.length < samples.length ? { error: `${samples.length - good.length} of ${samples.length} rounds failed` } : {}),
           samples,
         });
@@ -292,6 +325,68 @@ function table(rows: string[][]): string {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Disturbance: CPU time the host spends on anything but this QEMU and this script, and time the
+// hypervisor takes from this (virtual) machine. The lead's test suite may run QEMU guests on the
+// same two cores; this makes that visible per job.
+
+/** USER_HZ: the unit of /proc/stat and /proc/PID/stat times (100 on x86 Linux). */
+const USER_HZ = 100;
+
+interface HostSample {
+  at: number;
+  /** ticks of busy host CPU not charged to QEMU or this process */
+  otherTicks: number;
+  stealTicks: number;
+  /** false once QEMU is gone: its ticks can no longer be subtracted, so such a sample must not close an interval */
+  alive: boolean;
+}
+
+interface HostShare { otherPct: number; stealPct: number }
+
+// A job run that lost more than this (in % of one host CPU) to other processes or to the
+// hypervisor is marked disturbed: on a quiet box both stay within a few %.
+const OTHER_MAX = 10;
+const STEAL_MAX = 15;
+
+function isDisturbed(x: { hostOtherPct: number | null; hostStealPct: number | null }): boolean {
+  return (x.hostOtherPct ?? 0) > OTHER_MAX || (x.hostStealPct ?? 0) > STEAL_MAX;
+}
+
+class HostCpu {
+  constructor(private readonly qemuPid: number) {}
+
+  sample(): HostSample {
+    // proc(5): "cpu  user nice system idle iowait irq softirq steal guest guest_nice"; guest
+    // time is already inside user.
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const busy = f[0]! + f[1]! + f[2]! + f[5]! + f[6]!;
+    let qemu = 0;
+    let alive = true;
+    try {
+      // Fields 14 and 15 (utime, stime; all threads) counted after the ") " that closes the
+      // command name.
+      const rest = fs.readFileSync(`/proc/${this.qemuPid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+      qemu = Number(rest[11]) + Number(rest[12]);
+    } catch {
+      alive = false;
+    }
+    const self = process.cpuUsage();
+    return { at: Date.now(), otherTicks: busy - qemu - ((self.user + self.system) / 1e6) * USER_HZ, stealTicks: f[7]!, alive };
+  }
+}
+
+/** Shares of one host CPU between two samples, in %. Per-process times and /proc/stat ticks are
+ * sampled differently, so a small negative "other" is noise and reads as 0. */
+function hostShare(a: HostSample, b: HostSample): HostShare {
+  const s = (b.at - a.at) / 1000;
+  if (s <= 0) return { otherPct: 0, stealPct: 0 };
+  return {
+    otherPct: Math.max(0, ((b.otherTicks - a.otherTicks) / USER_HZ / s) * 100),
+    stealPct: Math.max(0, ((b.stealTicks - a.stealTicks) / USER_HZ / s) * 100),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   let o: Options;
@@ -307,8 +402,9 @@ async function main(): Promise<void> {
   if (!fs.existsSync(path.join(root, 'dist', 'backend', 'cli.js'))) throw new Error('dist/backend/cli.js missing: run npx tsc -p . first');
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const outDir = o.outDir ?? path.join(root, '.cache', 'bench', 'host-exposure', stamp);
-  fs.mkdirSync(outDir, { recursive: true });
+  // QEMU's -fsdev path= is comma-separated option syntax.
   if (outDir.includes(',')) throw new Error(`--out ${outDir}: no commas (QEMU option syntax)`);
+  fs.mkdirSync(outDir, { recursive: true });
   const command = `node ${path.relative(root, process.argv[1]!) || process.argv[1]} ${process.argv.slice(2).join(' ')}`.trim();
 
   let tcmur = { handlers: null as string | null, why: 'not requested (--backends)', version: '' };
@@ -340,16 +436,32 @@ async function main(): Promise<void> {
     timeoutMs,
     script: guestScript(o, tcmur.handlers, tcmur.why),
   });
-  // Progress: echo the guest's marker lines as they arrive.
+  // Progress: echo the guest's marker lines as they arrive, and charge the host CPU that other
+  // work used since the previous marker to the job a BENCH-JOB line closes.
+  const hostCpu = new HostCpu(g.process.pid ?? -1);
+  const runStart = hostCpu.sample();
+  let mark = runStart;
+  let lastAlive = runStart;
+  const hostShares = new Map<string, HostShare>();
   let shown = 0;
   const progress = setInterval(() => {
     loadMax = Math.max(loadMax, os.loadavg()[0]!);
+    const tick = hostCpu.sample();
+    if (tick.alive) lastAlive = tick;
     const out = g.output();
     const nl = out.lastIndexOf('\n');
     if (nl < shown) return;
-    for (const line of out.slice(shown, nl).split('\n')) if (/^BENCH-(PHASE|JOB|SKIP|STOP)/.test(line)) process.stderr.write(`  ${line}\n`);
+    for (const line of out.slice(shown, nl).split('\n')) {
+      if (!line.startsWith('BENCH-')) continue;
+      const job = /^BENCH-JOB (\S+) (\S+) round=(\d+) /.exec(line);
+      if (tick.alive) {
+        if (job) hostShares.set(`${job[1]} ${job[2]} ${job[3]}`, hostShare(mark, tick));
+        mark = tick;
+      }
+      if (/^BENCH-(PHASE|JOB|SKIP|STOP|WARN)/.test(line)) process.stderr.write(`  ${line}\n`);
+    }
     shown = nl + 1;
-  }, 1000);
+  }, 500);
   let run: GuestRun;
   try {
     run = await g.wait(timeoutMs);
@@ -358,6 +470,7 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(outDir, 'console.log'), g.output());
   }
   const load1 = os.loadavg();
+  const runShare = hostShare(runStart, lastAlive);
   const script = run.scriptOutput;
   if (run.scriptStatus === null || !script.includes('BENCH-END')) {
     throw new Error(`the guest did not finish the benchmark (QEMU exit ${run.exitCode}); console in ${path.join(outDir, 'console.log')}\n${script.slice(-3000)}`);
@@ -370,7 +483,8 @@ async function main(): Promise<void> {
   for (const m of script.matchAll(/^BENCH-CONF (\S+) (.*)$/gm)) confs.set(m[1]!, m[2]!.replace(/\s+/g, ' ').trim());
   const skips = new Map<string, string>();
   for (const m of script.matchAll(/^BENCH-SKIP (\S+) (.*)$/gm)) skips.set(m[1]!, m[2]!);
-  const results = collect(o, outDir, script);
+  const warnings = [...script.matchAll(/^BENCH-WARN (.*)$/gm)].map((m) => m[1]!);
+  const results = collect(o, outDir, script, hostShares);
   const accel = /-accel (\S+)/.exec(run.commandLine)?.[1] ?? 'unknown';
 
   const lines: string[] = [];
@@ -379,11 +493,15 @@ async function main(): Promise<void> {
     (o.rounds > 1 ? ` of ${o.rounds} rounds (medians; IOPS range over the rounds)` : ''));
   p(`QEMU ${qemuVersion}, accel ${accel}, ${o.smp} vCPUs, ${memoryMiB} MiB; guest kernel ${info.kernel ?? '?'}; ${info.fio ?? 'fio ?'}; node ${info.node ?? '?'}` +
     `${o.backends.includes('tcmu-runner') ? `; tcmu-runner ${tcmur.version || '?'} (Debian) + its file handler built from the same source` : ''}`);
-  // This QEMU alone keeps about smp host CPUs busy; more than that means other work shared them.
-  const disturbed = load0[0]! > 0.7 || loadMax > o.smp + 0.7;
-  p(`host: ${os.cpus()[0]?.model ?? '?'} × ${os.cpus().length}; 1-min load average ${load0[0]!.toFixed(2)} at start, ` +
-    `${loadMax.toFixed(2)} at most during the run, ${load1[0]!.toFixed(2)} at end` +
-    (disturbed ? '  (other work was running: numbers may be disturbed)' : ''));
+  const allSamples = results.flatMap((r) => r.samples.filter((x) => x.ok));
+  const nDisturbed = allSamples.filter(isDisturbed).length;
+  p(`host: ${os.cpus()[0]?.model ?? '?'} × ${os.cpus().length}; during the run other processes used ${runShare.otherPct.toFixed(0)} % ` +
+    `of one host CPU, the hypervisor took ${runShare.stealPct.toFixed(0)} % (steal); 1-min load average ${load0[0]!.toFixed(2)} at start, ` +
+    `${loadMax.toFixed(2)} at most`);
+  p(nDisturbed === 0 ? 'disturbance: none (no job lost more than the thresholds below)'
+    : `disturbance: ${nDisturbed} of ${allSamples.length} job runs lost CPU (other > ${OTHER_MAX} % or steal > ${STEAL_MAX} %): ` +
+      'their numbers are low by an unknown amount; re-run when the machine (and the one hosting it) is quiet');
+  if (o.cpuProf) p('ours ran under node --cpu-prof (ours.<round>.cpuprofile in the results): its numbers are NOT comparable');
   p(`images: ${sizeMiB} MiB each, zero-filled, on one tmpfs in the guest, one backend at a time, each disk behind its own tcm_loop SAS port`);
   p(`jobs: fio libaio direct=1 on the whole disk, ${o.runtimeS} s measured after a ${o.rampS} s ramp, ` +
     `after ${o.warmupS} s of unrecorded 4 KiB random read/write per backend start;`);
@@ -392,7 +510,9 @@ async function main(): Promise<void> {
   p('  enabled (WCE=1): ours write-cache=on (default), kernel-fileio fd_buffered_io=1 (no O_DSYNC), tcmu-runner file handler (WCE=1).');
   p('  TCMU attributes are the kernel\'s defaults for both TCMU backends. max_sectors_kb below is what the host derived from');
   p('  each backend\'s Block Limits VPD page: larger I/Os are split by the host before they reach the backend.');
-  p('  backend CPU = the backend process\'s utime+stime in the guest over the job (ramp included), in % of one vCPU.');
+  p('  backend CPU = the backend process\'s utime+stime (user+sys) in the guest over the job, ramp included, in % of one');
+  p('  vCPU. other/steal = host CPU used by other processes than this QEMU / taken by the hypervisor during the job,');
+  p(`  in % of one host CPU; a job run with other > ${OTHER_MAX} % or steal > ${STEAL_MAX} % is marked disturbed.`);
   p();
   for (const b of o.backends) {
     const d = devs.get(b);
@@ -402,19 +522,31 @@ async function main(): Promise<void> {
   }
   p();
   const multi = o.rounds > 1;
-  const rows: string[][] = [['job', 'backend', 'IOPS', ...(multi ? ['IOPS range'] : []), 'MiB/s', 'clat p50', 'clat p99', 'backend CPU', ...(multi ? ['note'] : [])]];
+  const rows: string[][] = [['job', 'backend', 'IOPS', ...(multi ? ['IOPS range'] : []), 'MiB/s', 'clat p50', 'clat p99', 'backend CPU (user+sys)', 'other/steal', 'note']];
+  const note = (r: Cell): string => {
+    const good = r.samples.filter((x) => x.ok);
+    const d = good.filter(isDisturbed).length;
+    const parts = [d === 0 ? '' : good.length === 1 ? 'disturbed' : `${d} of ${good.length} rounds disturbed`, r.error ?? ''];
+    return parts.filter((x) => x !== '').join('; ');
+  };
+  const cpuText = (r: Cell): string => (r.cpuUsrPct === null || r.cpuSysPct === null ? 'in kernel'
+    : `${(r.cpuUsrPct + r.cpuSysPct).toFixed(0)} % (${r.cpuUsrPct.toFixed(0)}+${r.cpuSysPct.toFixed(0)})`);
+  const otherText = (r: Cell): string => (r.hostOtherPct === null || r.hostStealPct === null ? '?'
+    : `${r.hostOtherPct.toFixed(0)}/${r.hostStealPct.toFixed(0)} %`);
   for (const job of o.jobs) {
     for (const b of o.backends) {
       const r = results.find((x) => x.backend === b && x.job === job)!;
       const range = multi ? [r.ok ? `${fmtInt(r.iopsMin)}–${fmtInt(r.iopsMax)}` : '-'] : [];
       rows.push(r.ok
         ? [job, b, fmtInt(r.iops), ...range, r.mibps.toFixed(1), fmtLat(r.clatP50us), fmtLat(r.clatP99us),
-          r.cpuPct === null ? 'in kernel' : `${r.cpuPct.toFixed(0)} %`, ...(multi ? [r.error ?? ''] : [])]
-        : [job, b, '-', ...range, '-', '-', '-', r.error ?? '', ...(multi ? [''] : [])]);
+          cpuText(r), otherText(r), note(r)]
+        : [job, b, '-', ...range, '-', '-', '-', '', '', r.error ?? '']);
     }
   }
   p(table(rows));
   p();
+  for (const w of warnings) p(`warning: ${w}`);
+  if (warnings.length > 0) p();
   const others = o.backends.filter((b) => b !== 'ours');
   if (o.backends.includes('ours') && others.length > 0) {
     p('ratios, ours / other: throughput above 1 = ours faster; latency below 1 = ours lower');
@@ -439,9 +571,10 @@ async function main(): Promise<void> {
 
   fs.writeFileSync(path.join(outDir, 'summary.json'), `${JSON.stringify({
     command, qemuVersion, accel, smp: o.smp, memoryMiB, guest: info, tcmuRunner: tcmur.version || null,
-    hostCpu: os.cpus()[0]?.model ?? null, loadAverage: { start: load0, max1min: loadMax, end: load1 }, disturbed,
-    options: { runtimeS: o.runtimeS, rampS: o.rampS, warmupS: o.warmupS, rounds: o.rounds, sizeBytes: o.sizeBytes, jobs: o.jobs.map((j) => ({ name: j, ...JOBS[j]! })), backends: o.backends },
-    devices: Object.fromEntries(devs), configuration: Object.fromEntries(confs), skipped: Object.fromEntries(skips),
+    hostCpu: os.cpus()[0]?.model ?? null, loadAverage: { start: load0, max1min: loadMax, end: load1 }, hostCpuShares: runShare, disturbedJobRuns: nDisturbed,
+    thresholds: { otherPct: OTHER_MAX, stealPct: STEAL_MAX },
+    options: { runtimeS: o.runtimeS, rampS: o.rampS, warmupS: o.warmupS, rounds: o.rounds, cpuProf: o.cpuProf, sizeBytes: o.sizeBytes, jobs: o.jobs.map((j) => ({ name: j, ...JOBS[j]! })), backends: o.backends },
+    devices: Object.fromEntries(devs), configuration: Object.fromEntries(confs), skipped: Object.fromEntries(skips), warnings,
     results, qemuCommandLine: run.commandLine, bootSeconds: run.bootSeconds, durationMs: run.durationMs,
   }, null, 2)}\n`);
   fs.writeFileSync(path.join(outDir, 'report.txt'), `${report}\n`);
