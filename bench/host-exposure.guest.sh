@@ -10,6 +10,7 @@
 #   BENCH-JOB <backend> <job> round=N status=N usr_ticks=N sys_ticks=N wall_cs=N
 #   BENCH-SKIP <backend> reason
 #   BENCH-STOP <backend> exit=N
+#   BENCH-WARN text                         something went wrong but the run goes on
 #   BENCH-END
 # fio's JSON goes to /mnt/out/<backend>.<job>.<round>.json.
 set -u
