@@ -174,3 +174,38 @@ t.test('many regions: lookups find the right one', (t) => {
   }
   t.end();
 });
+
+t.test('repeated translations reuse one view; the cache never changes an answer', (t) => {
+  const a = region(0x1000, 0x4000);
+  const b = region(0x5000, 0x1000); // adjacent: a range may span both
+  const mem = new GuestMemory([a, b]);
+  const out: Uint8Array[] = [];
+  mem.gpaSegments(0x2000, 512, out);
+  mem.gpaSegments(0x2000, 512, out);
+  t.equal(out.length, 2);
+  t.equal(out[0], out[1], 'the same view object');
+  t.equal(out[1].byteOffset - a.bytes.byteOffset, 0x1000);
+  t.equal(out[1].length, 512);
+  t.same(mem.viewStats, { hits: 1, misses: 1 });
+  out.length = 0;
+  mem.gpaSegments(0x2000, 1024, out);
+  t.equal(out[0].length, 1024, 'another length at the same address is another view');
+  out.length = 0;
+  // A range spanning two regions is split every time, never served as one cached view.
+  for (let i = 0; i < 2; i++) mem.gpaSegments(0x4f00, 0x200, out);
+  t.same(out.map((v) => v.length), [0x100, 0x100, 0x100, 0x100]);
+  t.equal(out[0].buffer, a.bytes.buffer);
+  t.equal(out[1].buffer, b.bytes.buffer);
+  // An unmapped range still throws after a cached neighbour.
+  t.equal(code(() => mem.gpaSegments(0x5f00, 0x200, [])), 'GPA_UNMAPPED');
+  // Colliding slots (same hash, other address) hand out the right bytes.
+  const big = region(0, 1 << 20);
+  const mem2 = new GuestMemory([big]);
+  out.length = 0;
+  mem2.gpaSegments(0, 16, out);
+  mem2.gpaSegments(0x10000, 16, out); // (gpa >>> 4) ^ len lands in the same slot
+  mem2.gpaSegments(0, 16, out);
+  t.same(out.map((v) => v.byteOffset - big.bytes.byteOffset), [0, 0x10000, 0]);
+  t.same(mem2.viewStats, { hits: 0, misses: 3 }, 'each collision rebuilt its view');
+  t.end();
+});
