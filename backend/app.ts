@@ -59,7 +59,10 @@ export interface Backend {
 function openStore(l: LunConfig): BlockStore {
   if (l.backstore === 'ram') return createRamStore({ sizeBytes: l.size!, name: `ram${l.lun}` });
   try {
-    return createFileStore({ path: l.path!, sizeBytes: l.size, readOnly: l.readOnly, direct: l.direct, engine: nativeIoEngine });
+    return createFileStore({
+      path: l.path!, sizeBytes: l.size, readOnly: l.readOnly, direct: l.direct, engine: nativeIoEngine,
+      io: l.io === 'inline' ? 'inline' : l.io === 'auto' ? 'auto' : 'async',
+    });
   } catch (e) {
     throw new ConfigError(`LUN ${l.lun}: ${(e as Error).message}`);
   }
@@ -193,6 +196,7 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
         target,
         nexus,
         numRequestQueues: p.queues,
+        pollUs: config.pollUs,
         log: log.child(config.ports.length > 1 ? `virtio-scsi:${p.targetPortId}` : 'virtio-scsi'),
       });
       const server = new VhostUserServer({ socketPath: p.socket, listenFd: i === 0 ? listenFd : -1, device, log });

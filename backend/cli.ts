@@ -4,7 +4,7 @@
 
 import { resolve } from 'node:path';
 import {
-  ConfigError, finishConfig, loadConfigFile, parseHostLunSpec, parseLunSpec, parsePortSpec, parseQueues, parseTpgSpec,
+  ConfigError, finishConfig, loadConfigFile, parseHostLunSpec, parseLunSpec, parsePollUs, parsePortSpec, parseQueues, parseTpgSpec,
   type HostLunSpec, type PartialConfig, type PortConfig, type PortSpec, type ServeConfig, type TargetPortGroupEntry,
 } from './config';
 import { isLogLevel, Logger } from './log';
@@ -44,7 +44,9 @@ Serve SCSI logical units to QEMU over a vhost-user-scsi socket.
                               LUN 0..16383; BACKSTORE ram or file
                                 ram:  size=1G
                                 file: path=IMG[,size=4G (creates a sparse image if absent)]
-                                      [,readonly][,direct]
+                                      [,readonly][,direct][,io=auto|inline|threads|uring]
+                                      io: where reads and writes run (auto: inline for
+                                      tmpfs/ramfs files, else io_uring, else addon threads)
                                 both: [,block-size=512|4096][,write-cache=on|off]
                                       [,vendor=..][,product=..][,revision=..][,serial=..]
   --config FILE               JSON file with the same model:
@@ -58,6 +60,9 @@ Serve SCSI logical units to QEMU over a vhost-user-scsi socket.
                               the guest sees the new capacity). Shrinking and changing anything
                               else of a live LUN are refused and logged; --lun LUNs stay as given.
   --queues N                  request queues (1..64, default 1); pass the same num_queues to QEMU
+  --poll-us N                 after draining a request queue, keep polling it N µs (0..1000,
+                              default 0) before sleeping on the kick: saves a wakeup per batch
+                              when the guest submits again within N µs, at the cost of CPU
   --initiator-id NAME         initiator port name of the --socket frontend (see --port initiator)
   --log-level LEVEL           debug, info, warn, error, silent (default info)
   --print-qemu-args           print the QEMU arguments that attach this socket and exit
@@ -118,6 +123,7 @@ export function parseServeArgs(args: string[]): Parsed {
       case '--lun': cliLuns.push(parseLunSpec(value())); break;
       case '--config': configFile = value(); break;
       case '--queues': partial.queues = parseQueues('--queues', value()); break;
+      case '--poll-us': partial.pollUs = parsePollUs('--poll-us', value()); break;
       case '--initiator-id': partial.initiatorId = value(); break;
       case '--log-level': {
         const v = value();

@@ -9,10 +9,14 @@ import { isLogLevel, type LogLevel } from './log';
 import { tcmLoopNameError } from './tcmu/configfs';
 import { MAX_REQUEST_QUEUES } from './virtio-scsi/device';
 import { MAX_LUN } from './virtio-scsi/lun-address';
+import { MAX_POLL_US } from './vring';
 
 export class ConfigError extends Error {}
 
 export type BackstoreKind = 'ram' | 'file';
+
+export type LunIo = 'auto' | 'inline' | 'threads' | 'uring';
+const LUN_IO: readonly LunIo[] = ['auto', 'inline', 'threads', 'uring'];
 
 export interface LunConfig {
   lun: number;
@@ -22,6 +26,12 @@ export interface LunConfig {
   path?: string;
   readOnly: boolean;
   direct: boolean;
+  /**
+   * How a file backstore's reads and writes run: `inline` on the event loop (tmpfs/ramfs: a memcpy
+   * in the kernel), `threads` on the addon's I/O threads, `uring` through the addon's io_uring,
+   * `auto` inline for memory-backed files and otherwise uring where the kernel allows it, else threads.
+   */
+  io: LunIo;
   blockSize: 512 | 4096;
   /** 4096 with block-size 512 is 512e (READ CAPACITY(16) exponent 3); absent: the block size */
   physicalBlockSize?: 512 | 4096;
@@ -81,6 +91,8 @@ export interface ServeConfig {
   socket: string;
   /** the first port's request queues */
   queues: number;
+  /** request queues spin this many µs for new buffers before sleeping (0: never spin) */
+  pollUs: number;
   logLevel: LogLevel;
   /** the first port's initiator port name */
   initiatorId: string;
@@ -126,7 +138,7 @@ export interface PartialConfig extends Partial<Omit<ServeConfig, 'ports' | 'host
   hostLuns?: HostLunSpec[];
 }
 
-const LUN_KEYS = ['path', 'size', 'readonly', 'direct', 'block-size', 'physical-block-size', 'write-cache', 'vendor', 'product', 'revision', 'serial'] as const;
+const LUN_KEYS = ['path', 'size', 'readonly', 'direct', 'io', 'block-size', 'physical-block-size', 'write-cache', 'vendor', 'product', 'revision', 'serial'] as const;
 
 function parseBool(key: string, v: string | boolean | undefined): boolean {
   if (v === undefined || v === true || v === 'on' || v === 'true' || v === 'yes' || v === '1') return true;
@@ -164,7 +176,7 @@ function parseIdentity(what: string, key: 'vendor' | 'product' | 'revision' | 's
 /** Normalise one LUN from loose key/value input (CLI or JSON). */
 function buildLun(what: string, lun: number, backstore: string, kv: Record<string, unknown>): LunConfig {
   if (backstore !== 'ram' && backstore !== 'file') throw new ConfigError(`${what}: unknown backstore "${backstore}" (ram or file)`);
-  const out: LunConfig = { lun, backstore, readOnly: false, direct: false, blockSize: 512, writeCache: true };
+  const out: LunConfig = { lun, backstore, readOnly: false, direct: false, io: 'auto', blockSize: 512, writeCache: true };
   for (const [key, value] of Object.entries(kv)) {
     switch (key) {
       case 'path':
@@ -174,6 +186,10 @@ function buildLun(what: string, lun: number, backstore: string, kv: Record<strin
       case 'size': out.size = parseSizeValue(what, value); break;
       case 'readonly': case 'readOnly': out.readOnly = parseBool(`${what}: readonly`, value as string | boolean); break;
       case 'direct': out.direct = parseBool(`${what}: direct`, value as string | boolean); break;
+      case 'io':
+        if (!LUN_IO.includes(value as LunIo)) throw new ConfigError(`${what}: io must be one of ${LUN_IO.join(', ')}`);
+        out.io = value as LunIo;
+        break;
       case 'write-cache': case 'writeCache': out.writeCache = parseBool(`${what}: write-cache`, value as string | boolean); break;
       case 'block-size': case 'blockSize': {
         const bs = Number(value);
@@ -199,8 +215,11 @@ function buildLun(what: string, lun: number, backstore: string, kv: Record<strin
     if (out.size === undefined) throw new ConfigError(`${what}: a ram backstore needs size=`);
     if (out.path !== undefined) throw new ConfigError(`${what}: a ram backstore takes no path`);
     if (out.direct) throw new ConfigError(`${what}: direct applies to file backstores only`);
+    if (out.io !== 'auto') throw new ConfigError(`${what}: io applies to file backstores only`);
   } else if (out.path === undefined) {
     throw new ConfigError(`${what}: a file backstore needs path=`);
+  } else if (out.io === 'inline' && out.direct) {
+    throw new ConfigError(`${what}: io=inline cannot be combined with direct (O_DIRECT I/O waits for the device)`);
   }
   if (out.physicalBlockSize !== undefined && out.physicalBlockSize < out.blockSize) {
     throw new ConfigError(`${what}: physical-block-size ${out.physicalBlockSize} is smaller than the ${out.blockSize}-byte block size`);
@@ -282,6 +301,13 @@ function splitKeyValues(what: string, text: string): Record<string, string | boo
   return kv;
 }
 
+/** Spin-before-sleep budget of the request queues, in µs (backend/vring.ts MAX_POLL_US). */
+export function parsePollUs(what: string, v: unknown): number {
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > MAX_POLL_US) throw new ConfigError(`${what} must be an integer 0..${MAX_POLL_US} (µs)`);
+  return n;
+}
+
 /** `socket=PATH[,id=N][,wwn=naa.…][,initiator=naa.…][,group=N][,queues=N]` */
 export function parsePortSpec(spec: string): PortSpec {
   return buildPort(`--port ${spec}`, splitKeyValues(`--port ${spec}`, spec));
@@ -348,7 +374,7 @@ function parseDir(what: string, v: unknown): string {
   return v;
 }
 
-const FILE_KEYS = ['socket', 'queues', 'logLevel', 'initiatorId', 'ports', 'hostLuns', 'targetPortGroups', 'stateDir', 'runDir', 'luns'];
+const FILE_KEYS = ['socket', 'queues', 'pollUs', 'logLevel', 'initiatorId', 'ports', 'hostLuns', 'targetPortGroups', 'stateDir', 'runDir', 'luns'];
 
 /** A JSON config file (same model as the command line). */
 export function loadConfigFile(path: string): PartialConfig {
@@ -375,6 +401,7 @@ export function loadConfigFile(path: string): PartialConfig {
     out.socket = o.socket;
   }
   if (o.queues !== undefined) out.queues = parseQueues(`--config ${path}`, o.queues);
+  if (o.pollUs !== undefined) out.pollUs = parsePollUs(`--config ${path}: pollUs`, o.pollUs);
   if (o.logLevel !== undefined) {
     if (typeof o.logLevel !== 'string' || !isLogLevel(o.logLevel)) throw new ConfigError(`--config ${path}: logLevel must be debug, info, warn, error or silent`);
     out.logLevel = o.logLevel;
@@ -477,6 +504,7 @@ export function finishConfig(partial: PartialConfig): ServeConfig {
   const out: ServeConfig = {
     socket: ports[0].socket,
     queues: ports[0].queues,
+    pollUs: partial.pollUs ?? 0,
     logLevel: partial.logLevel ?? 'info',
     initiatorId: ports[0].initiator,
     ports,

@@ -1,5 +1,6 @@
 // The target core's IoEngine on top of the addon: vectored I/O straight between the backing file
-// and guest memory on a native thread (no copy through JS buffers, not the libuv fs pool).
+// and guest memory (no copy through JS buffers, never the libuv fs pool), either inline on the
+// calling thread (files on tmpfs/ramfs, FileStoreOptions.io) or on the addon's own threads.
 
 import type { IoEngine } from '../scsi-emul';
 import { native } from './native';
@@ -12,6 +13,12 @@ export const nativeIoEngine: IoEngine = {
   },
   pwritev(fd, iov, position, dsync, cb) {
     native.pwritev(fd, iov, position, dsync ? RWF_DSYNC : 0, cb);
+  },
+  preadvSync(fd, iov, position) {
+    return native.preadvSync(fd, iov, position);
+  },
+  pwritevSync(fd, iov, position, dsync) {
+    return native.pwritevSync(fd, iov, position, dsync ? RWF_DSYNC : 0);
   },
   fdatasync(fd, cb) {
     native.fdatasync(fd, (err) => cb(err));

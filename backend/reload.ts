@@ -71,11 +71,11 @@ export interface ReloadResult {
 }
 
 /** Fields a live LU was built from; a reload cannot change them. */
-const FIXED_FIELDS = ['backstore', 'path', 'blockSize', 'physicalBlockSize', 'readOnly', 'direct', 'writeCache', 'vendor', 'product', 'revision', 'serial'] as const;
+const FIXED_FIELDS = ['backstore', 'path', 'blockSize', 'physicalBlockSize', 'readOnly', 'direct', 'io', 'writeCache', 'vendor', 'product', 'revision', 'serial'] as const;
 type FixedField = (typeof FIXED_FIELDS)[number];
 
 const FIELD_NAMES: Record<FixedField, string> = {
-  backstore: 'backstore', path: 'path', blockSize: 'block-size', physicalBlockSize: 'physical-block-size', readOnly: 'readonly', direct: 'direct',
+  backstore: 'backstore', path: 'path', blockSize: 'block-size', physicalBlockSize: 'physical-block-size', readOnly: 'readonly', direct: 'direct', io: 'io',
   writeCache: 'write-cache', vendor: 'vendor', product: 'product', revision: 'revision', serial: 'serial',
 };
 

@@ -17,7 +17,20 @@ export interface FileStoreOptions {
   direct?: boolean;
   engine?: IoEngine;
   name?: string;
+  /**
+   * Where reads and writes run. `inline`: synchronously on the calling thread through the
+   * engine's preadvSync/pwritevSync; `async`: through the engine's callbacks; `auto` (the
+   * default): inline for a regular file on tmpfs or ramfs opened without O_DIRECT (its I/O is a
+   * memcpy that never sleeps on a device), async otherwise.
+   */
+  io?: FileStoreIo;
 }
+
+export type FileStoreIo = 'auto' | 'inline' | 'async';
+
+/** statfs f_type of the file systems whose page cache is the medium (linux/magic.h). */
+const TMPFS_MAGIC = 0x01021994;
+const RAMFS_MAGIC = 0x858458f6;
 
 /** O_DIRECT wants sector-aligned offsets, lengths and memory. */
 const DIRECT_ALIGN = 512;
@@ -60,6 +73,8 @@ export class FileStore implements BlockStore {
   readonly direct: boolean;
   /** Number of I/Os that went through the O_DIRECT bounce buffer (tests, metrics). */
   bounceCount = 0;
+  /** Reads and writes run synchronously on the caller's thread (FileStoreOptions.io). */
+  readonly inline: boolean;
   private _fd: number;
   private readonly engine: IoEngine;
   private readonly pool: IoOp[] = [];
@@ -81,7 +96,7 @@ export class FileStore implements BlockStore {
 
   private size: number;
 
-  constructor(fd: number, sizeBytes: number, opts: FileStoreOptions) {
+  constructor(fd: number, sizeBytes: number, opts: FileStoreOptions, memoryBacked = false) {
     this._fd = fd;
     this.size = sizeBytes;
     this.readOnly = opts.readOnly === true;
@@ -89,6 +104,10 @@ export class FileStore implements BlockStore {
     this.path = opts.path;
     this.name = opts.name ?? opts.path;
     this.engine = opts.engine ?? nodeFsIoEngine;
+    const io = opts.io ?? 'auto';
+    const canInline = this.engine.preadvSync !== undefined && this.engine.pwritevSync !== undefined;
+    if (io === 'inline' && !canInline) throw new TypeError(`file store ${this.name}: io=inline needs an engine with synchronous I/O`);
+    this.inline = io === 'inline' || (io === 'auto' && canInline && memoryBacked && !this.direct);
     this.onBounceIo = (err, bytes) => this.bounceDone(err, bytes);
     if (this.direct) this.arena = new Uint8Array(BOUNCE_SIZE + ALIGN_SPAN);
   }
@@ -305,6 +324,17 @@ export class FileStore implements BlockStore {
   private submit(op: IoOp): void {
     op.iov = sliceSegments(op.segments, op.done, op.len - op.done);
     const pos = op.position + op.done;
+    if (this.inline) {
+      let bytes = 0;
+      let err: NodeJS.ErrnoException | null = null;
+      try {
+        bytes = op.write ? this.engine.pwritevSync!(this._fd, op.iov, pos, op.fua) : this.engine.preadvSync!(this._fd, op.iov, pos);
+      } catch (e) {
+        err = e as NodeJS.ErrnoException;
+      }
+      this.ioDone(op, err, bytes);
+      return;
+    }
     if (op.write) this.engine.pwritev(this._fd, op.iov, pos, op.fua, op.onIo);
     else this.engine.preadv(this._fd, op.iov, pos, op.onIo);
   }
@@ -510,7 +540,13 @@ export function openFileStore(opts: FileStoreOptions): FileStore {
       throw new Error(`${where}: size is ${size} bytes, not the ${opts.sizeBytes} configured`);
     }
     checkStoreSize(size, where);
-    return new FileStore(fd, size, opts);
+    let memoryBacked = false;
+    if (fst.isFile()) {
+      // devtmpfs shares tmpfs's magic, hence the regular-file check.
+      const type = fs.statfsSync(file).type;
+      memoryBacked = type === TMPFS_MAGIC || type === RAMFS_MAGIC;
+    }
+    return new FileStore(fd, size, opts, memoryBacked);
   } catch (e) {
     fs.closeSync(fd);
     throw e;

@@ -18,7 +18,7 @@ export { nodeFsIoEngine } from './store';
 export type { BlockStore, IoEngine, StoreExtent } from './store';
 export { createRamStore, RamStore, RAM_CHUNK_SIZE } from './ram-store';
 export { createFileStore, openFileStore, FileStore } from './file-store';
-export type { FileStoreOptions } from './file-store';
+export type { FileStoreIo, FileStoreOptions } from './file-store';
 export { parseSize } from './size';
 export type { BlockLimits, Provisioning } from './vpd';
 export {

@@ -65,6 +65,14 @@ export interface IoEngine {
     cb: (err: NodeJS.ErrnoException | null, bytes: number) => void): void;
   fdatasync(fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void;
   /**
+   * Synchronous variants, for files whose I/O is a memory copy in the kernel (tmpfs, ramfs):
+   * there a hand-off to another thread and back costs more than the I/O itself (20-60 µs of
+   * wakeups against 1-2 µs, performance.md §1.3), so the store runs them inline. They return
+   * the bytes moved (short only at end of file for reads) and throw an ErrnoException.
+   */
+  preadvSync?(fd: number, iov: readonly Uint8Array[], position: number): number;
+  pwritevSync?(fd: number, iov: readonly Uint8Array[], position: number, dsync: boolean): number;
+  /**
    * Deallocates [offset, offset+len) keeping the file size (fallocate PUNCH_HOLE|KEEP_SIZE);
    * the range then reads as zeros. Absent: the file store writes zeros instead.
    */

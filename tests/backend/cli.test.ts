@@ -13,13 +13,16 @@ t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 t.test('--lun specs', async (t) => {
   t.same(parseLunSpec('0:file:path=/x.img,size=4G,readonly,direct'), {
-    lun: 0, backstore: 'file', path: '/x.img', size: 4 * 2 ** 30, readOnly: true, direct: true, blockSize: 512, writeCache: true,
+    lun: 0, backstore: 'file', path: '/x.img', size: 4 * 2 ** 30, readOnly: true, direct: true, io: 'auto', blockSize: 512, writeCache: true,
   });
+  t.same(parseLunSpec('0:file:path=/x.img,io=inline').io, 'inline');
+  t.same(parseLunSpec('0:file:path=/x.img,io=uring').io, 'uring');
+  t.same(parseLunSpec('0:file:path=/x.img,io=threads').io, 'threads');
   t.same(parseLunSpec('1:ram:size=512M,block-size=4096,write-cache=off,vendor=ACME,serial=S1'), {
-    lun: 1, backstore: 'ram', size: 512 * 2 ** 20, readOnly: false, direct: false, blockSize: 4096, writeCache: false, vendor: 'ACME', serial: 'S1',
+    lun: 1, backstore: 'ram', size: 512 * 2 ** 20, readOnly: false, direct: false, io: 'auto', blockSize: 4096, writeCache: false, vendor: 'ACME', serial: 'S1',
   });
   t.same(parseLunSpec('2:ram:size=1G,physical-block-size=4096'), {
-    lun: 2, backstore: 'ram', size: 2 ** 30, readOnly: false, direct: false, blockSize: 512, physicalBlockSize: 4096, writeCache: true,
+    lun: 2, backstore: 'ram', size: 2 ** 30, readOnly: false, direct: false, io: 'auto', blockSize: 512, physicalBlockSize: 4096, writeCache: true,
   }, '512e');
   const bad: [string, RegExp][] = [
     ['0:ram:size=1G,physical-block-size=1024', /physical-block-size must be 512 or 4096/],
@@ -37,6 +40,9 @@ t.test('--lun specs', async (t) => {
     ['0:ram:size=1G,block-size=1024', /block-size must be 512 or 4096/],
     ['0:ram:size=1G,vendor=MUCHTOOLONGVENDOR', /vendor must be 1\.\.8 printable/],
     ['0:ram:size=1G,readonly=maybe', /expected on\/off/],
+    ['0:file:path=/x,io=fast', /io must be one of auto, inline, threads, uring/],
+    ['0:ram:size=1G,io=inline', /io applies to file backstores only/],
+    ['0:file:path=/x,io=inline,direct', /io=inline cannot be combined with direct/],
     ['nonsense', /expected LUN:BACKSTORE/],
   ];
   for (const [spec, re] of bad) t.throws(() => parseLunSpec(spec), re, spec);
@@ -44,10 +50,12 @@ t.test('--lun specs', async (t) => {
 
 t.test('config file', async (t) => {
   const good = join(dir, 'good.json');
-  writeFileSync(good, JSON.stringify({ socket: '/run/x.sock', queues: 2, logLevel: 'warn', luns: [{ lun: 3, backstore: 'ram', size: '1G' }] }));
+  writeFileSync(good, JSON.stringify({ socket: '/run/x.sock', queues: 2, pollUs: 20, logLevel: 'warn', luns: [{ lun: 3, backstore: 'ram', size: '1G' }] }));
   const c = finishConfig(loadConfigFile(good));
   t.equal(c.socket, '/run/x.sock');
   t.equal(c.queues, 2);
+  t.equal(c.pollUs, 20);
+  t.equal(finishConfig({ socket: '/run/y.sock', luns: [{ lun: 0, backstore: 'ram', size: 1 << 20, readOnly: false, direct: false, io: 'auto', blockSize: 512, writeCache: true }] }).pollUs, 0, 'no spinning by default');
   t.match(c.initiatorId, /^naa\.5025654[0-9a-f]{9}$/, 'default initiator port name: a SAS address derived from the socket path');
   t.equal(c.initiatorId, finishConfig(loadConfigFile(good)).initiatorId, 'the same at every start');
   t.same(c.ports.map((p) => [p.socket, p.targetPortId, p.group, p.queues]), [['/run/x.sock', 1, 1, 2]], 'one port from "socket"');
@@ -58,6 +66,8 @@ t.test('config file', async (t) => {
     [[], /top level must be an object/],
     [{ socket: 5 }, /socket must be a path/],
     [{ queues: 0 }, /queues must be an integer 1\.\.64/],
+    [{ pollUs: 1001 }, /pollUs must be an integer 0\.\.1000/],
+    [{ pollUs: -1 }, /pollUs must be an integer 0\.\.1000/],
     [{ logLevel: 'loud' }, /logLevel must be/],
     [{ luns: {} }, /luns must be an array/],
     [{ luns: [{ lun: 0 }] }, /backstore must be/],

@@ -20,7 +20,7 @@ const openFds = (): number => readdirSync('/proc/self/fd').length;
 function backendAt(socket: string): Backend {
   return startBackend(finishConfig({
     socket, queues: 1, logLevel: 'silent', stateDir: join(dir, 'state'), runDir: join(dir, 'run'),
-    luns: [{ lun: 0, backstore: 'ram', size: 1 << 20, readOnly: false, direct: false, blockSize: 512, writeCache: true }],
+    luns: [{ lun: 0, backstore: 'ram', size: 1 << 20, readOnly: false, direct: false, io: 'auto', blockSize: 512, writeCache: true }],
   }), new Logger('silent'));
 }
 

@@ -182,7 +182,7 @@ t.test('--host-lun on a host without LIO: a clear error naming the module, nothi
     const fake = new FakeConfigfs({ modules });
     const cfg = finishConfig({
       socket: join(dir, 'h.sock'), logLevel: 'silent', stateDir: join(dir, 'hstate'), runDir: join(dir, 'hrun'),
-      luns: [{ lun: 0, backstore: 'ram', size: 1 << 20, readOnly: false, direct: false, blockSize: 512, writeCache: true }],
+      luns: [{ lun: 0, backstore: 'ram', size: 1 << 20, readOnly: false, direct: false, io: 'auto', blockSize: 512, writeCache: true }],
       hostLuns: [{ lun: 0 }],
     });
     t.throws(() => startBackend(cfg, new Logger('silent'), -1, { configfs: new ConfigfsHost(fake.hostOptions()) }), re, JSON.stringify(modules));

@@ -229,3 +229,99 @@ t.test('a block device: size from sysfs, opened O_RDONLY', { skip: bdev === null
   t.throws(() => openFileStore({ path: bdev!.dev, readOnly: true, sizeBytes: bdev!.bytes + 512 }), /configured/);
   t.equal(await close(store), null);
 });
+
+/** An engine with synchronous variants over node:fs, counting which path each I/O took. */
+class SyncCountingEngine extends RecordingIoEngine {
+  syncCalls: string[] = [];
+  failNext: NodeJS.ErrnoException | null = null;
+  shortNext = 0;
+  constructor() { super({ manual: false, delegate: nodeFsIoEngine }); }
+  preadvSync(fd: number, iov: readonly Uint8Array[], position: number): number {
+    this.syncCalls.push(`preadv@${position}`);
+    return this.run(() => fs.readvSync(fd, iov as Uint8Array[], position), iov);
+  }
+  pwritevSync(fd: number, iov: readonly Uint8Array[], position: number, dsync: boolean): number {
+    this.syncCalls.push(`pwritev@${position}${dsync ? '+dsync' : ''}`);
+    return this.run(() => fs.writevSync(fd, iov as Uint8Array[], position), iov);
+  }
+  private run(io: () => number, iov: readonly Uint8Array[]): number {
+    if (this.failNext) {
+      const e = this.failNext;
+      this.failNext = null;
+      throw e;
+    }
+    if (this.shortNext > 0) {
+      // Move only the first shortNext bytes (the store must continue from there).
+      const n = this.shortNext;
+      this.shortNext = 0;
+      return this.partialIo!(iov[0].subarray(0, n));
+    }
+    return io();
+  }
+  partialIo: ((v: Uint8Array) => number) | null = null;
+}
+
+const shmDir = fs.existsSync('/dev/shm') ? fs.mkdtempSync('/dev/shm/scsi-emul-file-') : null;
+if (shmDir !== null) t.teardown(() => fs.rmSync(shmDir, { recursive: true, force: true }));
+const onTmpfs = shmDir !== null && fs.statfsSync(shmDir).type === 0x01021994;
+
+t.test('io=auto runs a tmpfs file inline: completion before read() returns, no thread hand-off', { skip: onTmpfs ? false : 'no tmpfs at /dev/shm' }, async (t) => {
+  const engine = new SyncCountingEngine();
+  const store = openFileStore({ path: path.join(shmDir!, 'inline.img'), sizeBytes: 1 << 20, engine });
+  t.equal(store.inline, true);
+  const data = new Uint8Array(4096).fill(0x5a);
+  let done: Error | null | undefined;
+  store.write(8192, [data], 4096, true, (err) => { done = err; });
+  t.equal(done, null, 'the write completed synchronously');
+  const back = new Uint8Array(4096);
+  done = undefined;
+  store.read(8192, [back], 4096, (err) => { done = err; });
+  t.equal(done, null, 'the read completed synchronously');
+  t.equal(back[0], 0x5a);
+  t.equal(back[4095], 0x5a);
+  t.same(engine.syncCalls, ['pwritev@8192+dsync', 'preadv@8192'], 'FUA reaches the engine as dsync');
+  t.same(engine.events, [], 'the asynchronous path was never used');
+  // Errors thrown by the synchronous call reach the callback, and the store stays usable.
+  const eio = Object.assign(new Error('preadv EIO'), { code: 'EIO', errno: -5, syscall: 'preadv' });
+  engine.failNext = eio;
+  done = undefined;
+  store.read(0, [back], 4096, (err) => { done = err; });
+  t.equal(done, eio);
+  // A short transfer continues from where it stopped.
+  const fd = store.fd;
+  engine.shortNext = 1000;
+  engine.partialIo = (v) => fs.readvSync(fd, [v], 8192);
+  done = undefined;
+  const again = new Uint8Array(4096);
+  store.read(8192, [again], 4096, (err) => { done = err; });
+  t.equal(done, null);
+  t.same(engine.syncCalls.slice(-2), ['preadv@8192', 'preadv@9192'], 'continued at +1000');
+  t.equal(again[999], 0x5a);
+  t.equal(again[1000], 0x5a);
+  t.equal(again[4095], 0x5a);
+  await close(store);
+});
+
+t.test('io=auto keeps a disk-backed file asynchronous; io=async and io=inline force the choice', async (t) => {
+  const engine = new SyncCountingEngine();
+  const diskBacked = fs.statfsSync(dir).type !== 0x01021994 && fs.statfsSync(dir).type !== 0x858458f6;
+  const auto = openFileStore({ path: fresh(), sizeBytes: 1 << 20, engine });
+  t.equal(auto.inline, !diskBacked, `auto on ${dir}`);
+  await close(auto);
+  if (onTmpfs) {
+    const forcedAsync = openFileStore({ path: path.join(shmDir!, 'async.img'), sizeBytes: 1 << 20, engine, io: 'async' });
+    t.equal(forcedAsync.inline, false);
+    t.equal(await op(forcedAsync, 'write', 0, [new Uint8Array(512).fill(7)], 512), null);
+    t.same(engine.syncCalls, [], 'io=async: never the synchronous variants');
+    t.same(engine.events, ['pwritev@0', 'done pwritev@0']);
+    await close(forcedAsync);
+  }
+  const forcedInline = openFileStore({ path: fresh(), sizeBytes: 1 << 20, engine, io: 'inline' });
+  t.equal(forcedInline.inline, true);
+  await close(forcedInline);
+  t.throws(() => openFileStore({ path: fresh(), sizeBytes: 1 << 20, engine: nodeFsIoEngine, io: 'inline' }),
+    /io=inline needs an engine with synchronous I\/O/);
+  const noSync = openFileStore({ path: fresh(), sizeBytes: 1 << 20, engine: nodeFsIoEngine });
+  t.equal(noSync.inline, false, 'auto without synchronous variants: asynchronous');
+  await close(noSync);
+});
