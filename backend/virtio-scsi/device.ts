@@ -12,7 +12,7 @@ import { ControlQueue } from './control-queue';
 import { EventQueue } from './event-queue';
 import { RequestQueue } from './request-queue';
 import {
-  CONFIG_SIZE, ConfigOffset, CONTROL_QUEUE, DEFAULT_CDB_SIZE, DEFAULT_SENSE_SIZE, EVENT_QUEUE, EVENT_SIZE,
+  CONFIG_SIZE, ConfigOffset, CONTROL_QUEUE, DEFAULT_CDB_SIZE, DEFAULT_SENSE_SIZE, EVENT_QUEUE, EVENT_SIZE, FIRST_REQUEST_QUEUE,
   VirtioScsiFeature, EventType, TransportResetReason,
 } from './spec';
 
@@ -29,6 +29,8 @@ export interface VirtioScsiDeviceOptions {
   maxQueueSize?: number;
   log: Logger;
   stopDeadlineMs?: number;
+  /** Request queues spin this long for new buffers before sleeping (Vring pollUs). */
+  pollUs?: number;
 }
 
 interface RunningQueue {
@@ -107,7 +109,8 @@ export class VirtioScsiDevice implements VhostUserDevice {
     this.stopNow(setup.index);
     this.negotiated = setup.features;
     const handler = this.makeHandler(setup);
-    const vring = new Vring(setup, handler, this.log, this.opts.stopDeadlineMs ?? DEFAULT_STOP_DEADLINE_MS);
+    const pollUs = setup.index >= FIRST_REQUEST_QUEUE ? this.opts.pollUs ?? 0 : 0;
+    const vring = new Vring(setup, handler, this.log, this.opts.stopDeadlineMs ?? DEFAULT_STOP_DEADLINE_MS, pollUs);
     handler.attach(vring);
     this.queues[setup.index] = { vring, handler };
     this.log.debug(`queue ${setup.index} started: size ${setup.size}, last avail ${setup.lastAvailIdx}, ${setup.enabled ? 'enabled' : 'disabled'}`);
