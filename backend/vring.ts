@@ -44,6 +44,7 @@ export class Vring {
   private readonly errFd: number;
   private readonly kickFd: number;
   private flushScheduled = false;
+  private draining = false;
   private drainScheduled = false;
   private pendingPublish = false;
   private waiter: ((lastAvailIdx: number) => void) | null = null;
@@ -133,6 +134,7 @@ export class Vring {
   private drain(): void {
     if (this.state !== 'running' || !this.enabled) return;
     let budget = CHAINS_PER_TURN;
+    this.draining = true;
     try {
       for (;;) {
         this.queue.disableNotification();
@@ -159,6 +161,8 @@ export class Vring {
         return;
       }
       throw err;
+    } finally {
+      this.draining = false;
     }
     this.flush();
   }
@@ -182,7 +186,8 @@ export class Vring {
     if (!this.live) return; // abandoned after a stop deadline: never touch guest memory again
     this.queue.pushUsed(chain, writtenLen);
     this.pendingPublish = true;
-    if (!this.flushScheduled) {
+    // Inside drain() the drain's own flush publishes it: no loop turn, no Immediate object.
+    if (!this.flushScheduled && !this.draining) {
       this.flushScheduled = true;
       setImmediate(this.flushFromLoop);
     }

@@ -111,7 +111,24 @@ export class ScsiCommand {
   /** guest-controlled: copied here by the fabric (private memory), validated by the core */
   readonly cdb: Uint8Array = new Uint8Array(MAX_CDB_LENGTH);
   cdbLength = 0;
-  tag = 0n;
+  /**
+   * The task tag (SAM-5 §4.5.3, 64 bits here) as two u32 halves, so a fabric can set it per
+   * command without creating a BigInt (setTag); `tag` converts for the rare readers (TMFs, logs).
+   */
+  tagLo = 0;
+  tagHi = 0;
+  get tag(): bigint {
+    return (BigInt(this.tagHi) << 32n) | BigInt(this.tagLo);
+  }
+  set tag(v: bigint) {
+    this.tagLo = Number(BigInt.asUintN(32, v));
+    this.tagHi = Number(BigInt.asUintN(32, v >> 32n));
+  }
+  /** Set the tag from its little halves (each a u32). */
+  setTag(lo: number, hi: number): void {
+    this.tagLo = lo >>> 0;
+    this.tagHi = hi >>> 0;
+  }
   taskAttribute: TaskAttribute = TaskAttribute.SIMPLE;
   /** device-reads-from (guest write data / parameter lists); NEVER written by the core */
   dataOut: Uint8Array[] = [];

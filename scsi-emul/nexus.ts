@@ -34,6 +34,11 @@ export class NexusRegistry {
   private readonly byObject = new WeakMap<ITNexus, NexusRecord>();
   private readonly all: NexusRecord[] = [];
 
+  /** The record of an ITNexus object this registry has already looked up or added, else null. */
+  known(n: ITNexus): NexusRecord | null {
+    return this.byObject.get(n) ?? null;
+  }
+
   /** The record for `n`, or null if this nexus was never seen. `n` must be valid. */
   find(n: ITNexus): NexusRecord | null {
     const hit = this.byObject.get(n);

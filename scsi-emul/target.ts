@@ -274,11 +274,21 @@ export class ScsiTarget implements Core, TaskCore {
     task.aux = 0;
     task.goodStatus = ScsiStatus.GOOD;
     task.state = TaskState.RUNNING; // owned by the core until finish()
-    if (this.closed || !validNexus(cmd.nexus)) {
+    if (this.closed) {
       this.finishResponse(task, ServiceResponse.FAILURE);
       return;
     }
-    task.nexus = this.nexusRecord(cmd.nexus);
+    // Fabrics reuse one ITNexus object per session: a known object was validated when first seen.
+    const nexus = cmd.nexus;
+    let rec = typeof nexus === 'object' && nexus !== null ? this.nexuses.known(nexus) : null;
+    if (rec === null) {
+      if (!validNexus(nexus)) {
+        this.finishResponse(task, ServiceResponse.FAILURE);
+        return;
+      }
+      rec = this.nexusRecord(nexus);
+    }
+    task.nexus = rec;
     this.dispatch(task);
   }
 
@@ -814,8 +824,10 @@ export class ScsiTarget implements Core, TaskCore {
 
   /** Tasks of `lu` in the task set, of nexus `rec` (null = any) with tag `tag` (null = any). */
   private collect(lu: LogicalUnit, rec: NexusRecord | null, tag: bigint | null, out: Task[]): void {
+    const lo = tag === null ? 0 : Number(BigInt.asUintN(32, tag));
+    const hi = tag === null ? 0 : Number(BigInt.asUintN(32, tag >> 32n));
     for (let t = lu.head; t !== null; t = t.next) {
-      if ((rec === null || t.nexus === rec) && (tag === null || t.cmd.tag === tag)) out.push(t);
+      if ((rec === null || t.nexus === rec) && (tag === null || (t.cmd.tagLo === lo && t.cmd.tagHi === hi))) out.push(t);
     }
   }
 

@@ -34,8 +34,8 @@ const EMPTY = new Uint8Array(0);
  * with it most young-generation GCs. A view is an immutable window, so sharing one between
  * requests is safe; a miss only costs the allocation it replaces.
  */
-const VIEW_CACHE_SIZE = 4096; // power of 2
-const VIEW_CACHE_MASK = VIEW_CACHE_SIZE - 1;
+const VIEW_CACHE_BITS = 12;
+const VIEW_CACHE_SIZE = 1 << VIEW_CACHE_BITS;
 
 function isAddr(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -140,8 +140,9 @@ export class GuestMemory {
   gpaSegments(gpa: number, len: number, out: Uint8Array[]): void {
     if (len === 0) return;
     if (!isAddr(gpa) || !isAddr(len)) throw unmappedGpa(gpa, len);
-    // ToUint32 of gpa keeps its low bits: aliases 4 GiB apart only collide, the full compare decides.
-    const slot = ((gpa >>> 4) ^ len) & VIEW_CACHE_MASK;
+    // Fibonacci hashing of the address's low 32 bits (ToUint32) and the length: buffers are often
+    // page aligned, so the low bits alone would crowd a few slots. The full compare decides.
+    const slot = Math.imul((gpa >>> 0) ^ Math.imul(len, 0x85ebca6b), 0x9e3779b1) >>> (32 - VIEW_CACHE_BITS);
     if (this.cacheAddr[slot] === gpa && this.cacheLen[slot] === len) {
       this.viewStats.hits++;
       out.push(this.cacheView[slot]);

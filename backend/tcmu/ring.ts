@@ -119,18 +119,6 @@ const enum State {
 }
 const STATE_NAMES: readonly TcmuRingState[] = ['running', 'stopped', 'failed', 'abandoned'];
 
-// One BigInt per cmd_id ever seen, shared by all rings: the task tag of a command without a
-// BigInt allocation per command.
-const TAGS: bigint[] = [];
-function tagOf(id: number): bigint {
-  let t = TAGS[id];
-  if (t === undefined) {
-    t = BigInt(id);
-    TAGS[id] = t;
-  }
-  return t;
-}
-
 /** One preallocated command: the ScsiCommand, its data views and the cmd_id it serves. */
 class Slot {
   readonly cmd: ScsiCommand;
@@ -437,7 +425,7 @@ export class TcmuRing {
     const cmd = slot.cmd;
     cmd.nexus = this.nexus;
     cmd.lun = this.lun;
-    cmd.tag = tagOf(id);
+    cmd.setTag(id, 0); // the cmd_id is the task tag
     cmd.taskAttribute = TaskAttribute.SIMPLE; // LIO orders tasks itself; the ring carries no attribute
     this.active++;
     this.target.submit(cmd);

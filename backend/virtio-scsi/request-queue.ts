@@ -9,6 +9,11 @@ import type { Logger } from '../log';
 import { decodeLunField } from './lun-address';
 import { CmdReq, CmdResp, VirtioScsiFeature, VirtioScsiResponse, VirtioScsiTaskAttr } from './spec';
 
+/** Empty an array keeping its backing store (`length = 0` trims it, and the next push reallocates). */
+function clear(a: Uint8Array[]): void {
+  while (a.length > 0) a.pop();
+}
+
 /** One preallocated slot per descriptor head: a request never allocates a command. */
 class RequestSlot {
   readonly cmd = new ScsiCommand();
@@ -37,6 +42,8 @@ export class RequestQueue implements ChainHandler {
   private readonly inout: boolean;
   private readonly requestHeaderSize: number;
   private readonly responseHeaderSize: number;
+  /** The CDB bytes of `header`, a fixed view so decoding creates none. */
+  private readonly cdbView: Uint8Array;
 
   constructor(size: number, features: bigint, private readonly opts: RequestQueueOptions) {
     this.cdbOffset = hasFeature(features, VirtioScsiFeature.T10_PI) ? CmdReq.cdbWithPi : CmdReq.cdb;
@@ -45,6 +52,7 @@ export class RequestQueue implements ChainHandler {
     this.responseHeaderSize = CmdResp.sense + opts.senseSize;
     this.header = new Uint8Array(this.requestHeaderSize);
     this.headerView = new DataView(this.header.buffer);
+    this.cdbView = this.header.subarray(this.cdbOffset, this.cdbOffset + opts.cdbSize);
     this.response = new Uint8Array(this.responseHeaderSize);
     this.responseView = new DataView(this.response.buffer);
     this.slots = Array.from({ length: size }, () => new RequestSlot(this));
@@ -92,12 +100,12 @@ export class RequestQueue implements ChainHandler {
     }
     cmd.nexus = this.opts.nexus;
     cmd.lun = lun;
-    cmd.tag = this.headerView.getBigUint64(CmdReq.id, true);
+    cmd.setTag(this.headerView.getUint32(CmdReq.id, true), this.headerView.getUint32(CmdReq.id + 4, true));
     cmd.taskAttribute = attr as number as TaskAttribute; // VirtioScsiTaskAttr and SAM TaskAttribute share 0..3
-    cmd.cdb.set(this.header.subarray(this.cdbOffset, this.cdbOffset + this.opts.cdbSize));
+    cmd.cdb.set(this.cdbView);
     cmd.cdbLength = this.opts.cdbSize;
-    cmd.dataOut.length = 0;
-    cmd.dataIn.length = 0;
+    clear(cmd.dataOut);
+    clear(cmd.dataIn);
     cmd.dataOutLength = dataOutLength > 0 ? sgSlice(chain.readable, this.requestHeaderSize, dataOutLength, cmd.dataOut) : 0;
     cmd.dataInLength = dataInLength > 0 ? sgSlice(chain.writable, this.responseHeaderSize, dataInLength, cmd.dataIn) : 0;
     this.opts.target.submit(cmd);
