@@ -9,7 +9,8 @@
         "backend/native/io.cc",
         "backend/native/memory.cc",
         "backend/native/poller.cc",
-        "backend/native/sockets.cc"
+        "backend/native/sockets.cc",
+        "backend/native/uring.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],

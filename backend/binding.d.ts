@@ -40,6 +40,74 @@ export interface Poller {
   close(): void;
 }
 
+/**
+ * An io_uring owned by the addon (backend/native/uring.cc): readv/writev/fdatasync queued from JS,
+ * submitted with one io_uring_enter per batch, completed on the JS thread in batches. The iovecs
+ * point straight into the given views (guest memory included): no copy, no thread pool.
+ * Memory safety is that of preadv(): views into mmap() regions hold their mapping (a munmap()
+ * meanwhile is deferred until the CQE), any other view keeps its ArrayBuffer alive until the CQE.
+ * Bad arguments throw as everywhere in the addon (TypeError/RangeError; more than 1024 iovecs is
+ * a SystemError EINVAL with syscall 'readv'/'writev'); every method except close() and the
+ * getters throws TypeError code ERR_INVALID_STATE once closed.
+ */
+export interface Uring {
+  /**
+   * Queue a readv at `position` (IORING_OP_READV); nothing reaches the kernel before submit().
+   * Returns false, queueing nothing, when the SQ is full (submit() and retry) or `capacity`
+   * requests are in flight (wait for completions, or fall back). `slot` is the caller's u32 id,
+   * echoed in the completion. Empty views are skipped. The result is reported as the kernel
+   * gives it: a short count (end of file, or more than 2 GiB - 4 KiB asked) is not continued here.
+   */
+  readv(slot: number, fd: number, iov: readonly Uint8Array[], position: number): boolean;
+  /** IORING_OP_WRITEV; dsync sets RWF_DSYNC (durable before the completion, as pwritev2). */
+  writev(slot: number, fd: number, iov: readonly Uint8Array[], position: number, dsync: boolean): boolean;
+  /** IORING_OP_FSYNC with IORING_FSYNC_DATASYNC. */
+  fdatasync(slot: number, fd: number): boolean;
+  /**
+   * Hand everything queued to the kernel with one io_uring_enter (SQPOLL: publish, and wake the
+   * SQ thread if it sleeps). Returns how many requests the kernel took; the rest, if the kernel
+   * pushed back (EAGAIN/EBUSY), stay queued for the next submit(). Throws a SystemError
+   * (syscall 'io_uring_enter') only if the ring itself is unusable.
+   */
+  submit(): number;
+  /** Requests queued or submitted whose completion has not been delivered yet; 0 once closed. */
+  readonly pending: number;
+  /** Requests queued but not yet taken by the kernel (what submit() would hand over). */
+  readonly queued: number;
+  /** SQ size: the `entries` asked, rounded up to a power of two by the kernel. */
+  readonly entries: number;
+  /** Most requests in flight at once: the CQ size (2 x entries), so completions never overflow. */
+  readonly capacity: number;
+  /**
+   * Idempotent. onComplete is never called again. Requests the kernel has not taken are dropped;
+   * the rest are cancelled (IORING_OP_ASYNC_CANCEL, Linux >= 5.19; a request already running in
+   * the file system finishes normally) and drained in the background: their memory (iovecs,
+   * holds, ArrayBuffers) is released only at their CQE, and the ring then goes away. Env
+   * teardown does the same, waiting for the CQEs.
+   */
+  close(): void;
+}
+
+export interface UringOptions {
+  /**
+   * IORING_SETUP_SQPOLL (Linux >= 5.11): a kernel thread takes SQEs without io_uring_enter and
+   * sleeps after 10 ms idle. Off by default: on a 2-vCPU host that thread takes CPU from the
+   * other side (performance.md §1.3).
+   */
+  sqpoll?: boolean;
+}
+
+/**
+ * Called once per eventfd wake-up with every completion reaped: for i < count, slots[i] is the
+ * slot given to readv/writev/fdatasync and results[i] the CQE's res, bytes moved or -errno.
+ * -EAGAIN is passed through, never retried natively (the kernel retries requests that would
+ * block itself, from io-wq or an armed poll, so it is not expected). The two arrays are the same
+ * objects on every call (capacity entries, reused): read them before returning. By the time it
+ * runs, the requests' memory holds are released (a deferred munmap has happened). An exception
+ * goes to uncaughtException; the ring keeps working.
+ */
+export type UringCompletion = (slots: Uint32Array, results: Int32Array, count: number) => void;
+
 export interface Binding {
   // --- unix sockets (SOCK_STREAM, all fds O_NONBLOCK|O_CLOEXEC) ---
   /**
@@ -154,8 +222,24 @@ export interface Binding {
   preadvSync(fd: number, iov: readonly Uint8Array[], position: number): number;
   pwritevSync(fd: number, iov: readonly Uint8Array[], position: number, flags: number): number;
 
+  // --- io_uring owned by the addon ---
+  /**
+   * io_uring_setup(entries) (1..32768), the rings mapped, an eventfd registered
+   * (IORING_REGISTER_EVENTFD) and watched on the libuv loop. The ring keeps the process alive only
+   * while requests are pending, and lives (not collected) until close(). Throws a SystemError if
+   * the kernel refuses (syscall 'io_uring_setup': ENOSYS without io_uring, EPERM with
+   * kernel.io_uring_disabled or a seccomp filter, ENOMEM past RLIMIT_MEMLOCK on Linux < 5.12;
+   * EINVAL for sqpoll before Linux 5.11).
+   */
+  createUring(entries: number, onComplete: UringCompletion, options?: UringOptions): Uring;
+
   /** Full memory barrier (__atomic_thread_fence(__ATOMIC_SEQ_CST)) for the virtqueue protocol. */
   fence(): void;
-  /** Bytes the addon ever memcpy'd between buffers (stays 0: no entry point copies). For benchmarks. */
+  /** Bytes the addon ever memcpy'd between buffers: copyBytes only (file I/O adds nothing). For benchmarks. */
   copiedBytes(): number;
+  /**
+   * memmove(dst + dstOffset, src + srcOffset, length) between two Uint8Arrays, without JS
+   * subarrays (the RAM backstore's copy). RangeError if either range leaves its view.
+   */
+  copyBytes(dst: Uint8Array, dstOffset: number, src: Uint8Array, srcOffset: number, length: number): void;
 }
