@@ -5,17 +5,32 @@ import { segmentsLength } from './bytes';
 
 export const RAM_CHUNK_SIZE = 1 << 20;
 
+/**
+ * Copies `length` bytes from src[srcOffset..] to dst[dstOffset..]; the ranges are inside the
+ * views. The backend injects the addon's memcpy, which needs no subarray per copy (no JS
+ * allocation per I/O) and counts the bytes.
+ */
+export type ByteCopier = (dst: Uint8Array, dstOffset: number, src: Uint8Array, srcOffset: number, length: number) => void;
+
+/** Plain JS: a subarray view unless the whole source is copied. */
+export const jsByteCopier: ByteCopier = (dst, dstOffset, src, srcOffset, length) => {
+  if (srcOffset === 0 && length === src.length) dst.set(src, dstOffset);
+  else dst.set(src.subarray(srcOffset, srcOffset + length), dstOffset);
+};
+
 export class RamStore implements BlockStore {
   readonly readOnly = false;
   readonly name: string;
   private readonly chunks = new Map<number, Uint8Array>();
   private closed = false;
   private size: number;
+  private readonly copy: ByteCopier;
 
-  constructor(sizeBytes: number, name: string) {
+  constructor(sizeBytes: number, name: string, copy: ByteCopier = jsByteCopier) {
     checkStoreSize(sizeBytes, `ram store ${name}`);
     this.size = sizeBytes;
     this.name = name;
+    this.copy = copy;
   }
 
   get sizeBytes(): number {
@@ -135,11 +150,11 @@ export class RamStore implements BlockStore {
           chunk = new Uint8Array(RAM_CHUNK_SIZE); // zero-filled
           this.chunks.set(chunkIdx, chunk);
         }
-        chunk.set(seg.subarray(segOff, segOff + n), chunkOff);
+        this.copy(chunk, chunkOff, seg, segOff, n);
       } else if (chunk === undefined) {
         seg.fill(0, segOff, segOff + n);
       } else {
-        seg.set(chunk.subarray(chunkOff, chunkOff + n), segOff);
+        this.copy(seg, segOff, chunk, chunkOff, n);
       }
       pos += n;
       segOff += n;
@@ -148,6 +163,6 @@ export class RamStore implements BlockStore {
   }
 }
 
-export function createRamStore(opts: { sizeBytes: number; name?: string }): BlockStore {
-  return new RamStore(opts.sizeBytes, opts.name ?? 'ram');
+export function createRamStore(opts: { sizeBytes: number; name?: string; copy?: ByteCopier }): BlockStore {
+  return new RamStore(opts.sizeBytes, opts.name ?? 'ram', opts.copy);
 }

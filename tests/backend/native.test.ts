@@ -835,3 +835,26 @@ t.test('idle addon handles do not keep the process alive', (t) => {
   t.equal(String(res.stdout).trim(), 'synced true', 'a pending request kept it alive until its callback');
   t.end();
 });
+
+t.test('copyBytes: memmove between views, bounds checked, counted', (t) => {
+  const before = native.copiedBytes();
+  const src = new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]);
+  const dst = new Uint8Array(8);
+  native.copyBytes(dst, 2, src, 4, 3);
+  t.same([...dst], [0, 0, 5, 6, 7, 0, 0, 0]);
+  native.copyBytes(src, 1, src, 0, 4); // overlapping: memmove semantics
+  t.same([...src], [1, 1, 2, 3, 4, 6, 7, 8]);
+  native.copyBytes(dst, 8, src, 8, 0); // empty copy at the very end is fine
+  t.equal(native.copiedBytes() - before, 7, 'counted');
+  const view = new Uint8Array(new ArrayBuffer(16), 4, 8);
+  native.copyBytes(view, 0, new Uint8Array([9, 9]), 0, 2);
+  t.same([...new Uint8Array(view.buffer, 0, 8)], [0, 0, 0, 0, 9, 9, 0, 0], 'the view offset is honoured');
+  t.throws(() => native.copyBytes(dst, 7, src, 0, 2), { name: 'RangeError' }, 'past the end of dst');
+  t.throws(() => native.copyBytes(dst, 0, src, 7, 2), { name: 'RangeError' }, 'past the end of src');
+  t.throws(() => native.copyBytes(dst, 9, src, 0, 0), { name: 'RangeError' }, 'offset past the end');
+  t.throws(() => native.copyBytes(new Uint16Array(4) as unknown as Uint8Array, 0, src, 0, 1), { name: 'TypeError' });
+  t.throws(() => native.copyBytes(dst, -1, src, 0, 1), { name: 'RangeError' });
+  t.throws(() => native.copyBytes(dst, 0, src, 0, 1.5), { name: 'RangeError' });
+  t.equal(native.copiedBytes() - before, 9, 'refused copies count nothing');
+  t.end();
+});

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { RAM_CHUNK_SIZE, RamStore, createRamStore } from '../../scsi-emul';
+import { jsByteCopier, type ByteCopier, RAM_CHUNK_SIZE, RamStore, createRamStore } from '../../scsi-emul';
 
 function io(store: RamStore, kind: 'read' | 'write', offset: number, segs: Uint8Array[], len: number): Error | null {
   let result: Error | null | undefined;
@@ -77,5 +77,35 @@ t.test('size validation', (t) => {
   t.throws(() => createRamStore({ sizeBytes: 0 }), RangeError);
   t.throws(() => createRamStore({ sizeBytes: 1000 }), RangeError);
   t.throws(() => createRamStore({ sizeBytes: 2 ** 60 }), RangeError);
+  t.end();
+});
+
+t.test('an injected copier moves every byte, once, and nothing else copies', (t) => {
+  const calls: string[] = [];
+  let bytes = 0;
+  const copy: ByteCopier = (dst, dstOffset, src, srcOffset, length) => {
+    calls.push(`${dst.length}@${dstOffset}<-${src.length}@${srcOffset}+${length}`);
+    bytes += length;
+    jsByteCopier(dst, dstOffset, src, srcOffset, length);
+  };
+  const store = new RamStore(4 << 20, 'copier', copy);
+  const a = new Uint8Array(3000).fill(0xa1);
+  const b = new Uint8Array(2000).fill(0xb2);
+  // 4096 bytes straddling the 1 MiB chunk boundary, from two segments (the second used in part).
+  const at = RAM_CHUNK_SIZE - 1000;
+  store.write(at, [a, b], 4096, false, (err) => t.equal(err, null));
+  t.same(calls, [
+    `${RAM_CHUNK_SIZE}@${RAM_CHUNK_SIZE - 1000}<-3000@0+1000`,
+    `${RAM_CHUNK_SIZE}@0<-3000@1000+2000`,
+    `${RAM_CHUNK_SIZE}@2000<-2000@0+1096`,
+  ]);
+  t.equal(bytes, 4096, 'exactly one copy of each byte');
+  const back = new Uint8Array(4096);
+  store.read(at, [back], 4096, (err) => t.equal(err, null));
+  t.equal(bytes, 8192);
+  t.equal(back[0], 0xa1);
+  t.equal(back[2999], 0xa1);
+  t.equal(back[3000], 0xb2);
+  t.equal(back[4095], 0xb2);
   t.end();
 });
