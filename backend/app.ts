@@ -11,9 +11,11 @@ import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import {
   createFileStore, createRamStore, LogicalUnit, protocolOfPortName, ScsiTarget,
-  type BlockStore, type ITNexus, type PrPersistence, type TargetPortGroupConfig,
+  type BlockStore, type FileStoreIo, type IoEngine, type ITNexus, type PrPersistence, type TargetPortGroupConfig,
 } from '../scsi-emul';
 import { nativeIoEngine } from './io-engine';
+import { native } from './native';
+import { UringIoEngine } from './uring-engine';
 import { Logger } from './log';
 import { VhostUserServer } from './server';
 import { VirtioScsiDevice, type LunEventResult } from './virtio-scsi/device';
@@ -56,13 +58,59 @@ export interface Backend {
   shutdown(done: (err: Error | null) => void): void;
 }
 
-function openStore(l: LunConfig): BlockStore {
-  if (l.backstore === 'ram') return createRamStore({ sizeBytes: l.size!, name: `ram${l.lun}` });
+/**
+ * The I/O engines of one backend: the addon's threads always, its io_uring (one ring shared by
+ * every LUN, created when a LUN first wants it) where the kernel allows it.
+ */
+export class IoEngines {
+  private uring: UringIoEngine | null = null;
+  private uringRefusal: string | null = null;
+
+  constructor(private readonly log: Logger) {}
+
+  /** The engine and FileStore io mode for a file LUN (LunConfig.io). */
+  forLun(l: LunConfig): { engine: IoEngine; io: FileStoreIo } {
+    switch (l.io) {
+      case 'inline': return { engine: nativeIoEngine, io: 'inline' };
+      case 'threads': return { engine: nativeIoEngine, io: 'async' };
+      case 'uring': {
+        const ring = this.ring();
+        if (ring === null) throw new ConfigError(`LUN ${l.lun}: io=uring: ${this.uringRefusal}`);
+        return { engine: ring, io: 'async' };
+      }
+      default: return { engine: this.ring() ?? nativeIoEngine, io: 'auto' };
+    }
+  }
+
+  /** After each virtqueue drain: one io_uring_enter for everything the drain queued. */
+  readonly afterDrain = (): void => {
+    if (this.uring !== null) this.uring.flush();
+  };
+
+  close(): void {
+    if (this.uring !== null) this.uring.close();
+    this.uring = null;
+  }
+
+  private ring(): UringIoEngine | null {
+    if (this.uring === null && this.uringRefusal === null) {
+      const r = UringIoEngine.create();
+      if (r.engine !== null) {
+        this.uring = r.engine;
+      } else {
+        this.uringRefusal = r.reason;
+        this.log.info(`${r.reason}: file I/O that may sleep runs on the addon's I/O threads`);
+      }
+    }
+    return this.uring;
+  }
+}
+
+function openStore(l: LunConfig, engines: IoEngines | undefined): BlockStore {
+  if (l.backstore === 'ram') return createRamStore({ sizeBytes: l.size!, name: `ram${l.lun}`, copy: native.copyBytes });
+  const { engine, io } = engines?.forLun(l) ?? { engine: nativeIoEngine, io: l.io === 'inline' ? 'inline' as const : 'auto' as const };
   try {
-    return createFileStore({
-      path: l.path!, sizeBytes: l.size, readOnly: l.readOnly, direct: l.direct, engine: nativeIoEngine,
-      io: l.io === 'inline' ? 'inline' : l.io === 'auto' ? 'auto' : 'async',
-    });
+    return createFileStore({ path: l.path!, sizeBytes: l.size, readOnly: l.readOnly, direct: l.direct, engine, io });
   } catch (e) {
     throw new ConfigError(`LUN ${l.lun}: ${(e as Error).message}`);
   }
@@ -83,7 +131,8 @@ export function prStateKey(l: LunConfig): string {
 }
 
 /** The store and logical unit of one configured LUN (at start and when a reload adds it). */
-export function openLogicalUnit(l: LunConfig, pr?: { persistence: PrPersistence; dirs: { persistentDir: string; volatileDir: string } }): LogicalUnit {
+export function openLogicalUnit(l: LunConfig, pr?: { persistence: PrPersistence; dirs: { persistentDir: string; volatileDir: string } },
+  engines?: IoEngines): LogicalUnit {
   let persistentReservations;
   if (pr !== undefined) {
     const key = prStateKey(l);
@@ -96,7 +145,7 @@ export function openLogicalUnit(l: LunConfig, pr?: { persistence: PrPersistence;
     }
     persistentReservations = { persistence: pr.persistence, key, restored };
   }
-  const store = openStore(l);
+  const store = openStore(l, engines);
   try {
     return new LogicalUnit(store, {
       name: luName(l),
@@ -163,7 +212,8 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
   const target = new ScsiTarget();
   const dirs = { persistentDir: config.stateDir, volatileDir: config.runDir };
   const pr = { persistence: new FilePrPersistence(dirs), dirs };
-  const open = (l: LunConfig): LogicalUnit => openLogicalUnit(l, pr);
+  const engines = new IoEngines(log.child('io'));
+  const open = (l: LunConfig): LogicalUnit => openLogicalUnit(l, pr, engines);
   const stores: BlockStore[] = [];
   try {
     if (config.targetPortGroups !== undefined) target.setTargetPortGroups(aluaGroups(config.targetPortGroups, config.ports, config.hostLuns));
@@ -174,6 +224,7 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
     }
   } catch (e) {
     for (const s of stores) s.close(() => {});
+    engines.close();
     if (e instanceof RangeError) throw new ConfigError(e.message);
     throw e;
   }
@@ -197,6 +248,7 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
         nexus,
         numRequestQueues: p.queues,
         pollUs: config.pollUs,
+        afterDrain: engines.afterDrain,
         log: log.child(config.ports.length > 1 ? `virtio-scsi:${p.targetPortId}` : 'virtio-scsi'),
       });
       const server = new VhostUserServer({ socketPath: p.socket, listenFd: i === 0 ? listenFd : -1, device, log });
@@ -205,7 +257,7 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
     });
   } catch (e) {
     for (const p of ports) p.server.close(() => {});
-    target.close(() => {});
+    target.close(() => engines.close());
     throw e;
   }
   const hostLuns: BackendHostLun[] = [];
@@ -215,7 +267,7 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
     } catch (e) {
       for (const h of hostLuns) h.device.stop(() => {});
       for (const p of ports) p.server.close(() => {});
-      target.close(() => {});
+      target.close(() => engines.close());
       throw e instanceof HostExposureError ? new ConfigError(e.message) : e;
     }
   }
@@ -281,7 +333,12 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
           let left = ports.length;
           for (const p of ports) {
             p.server.close(() => {
-              if (--left === 0) target.close((err) => done(hostErr ?? err));
+              if (--left === 0) {
+                target.close((err) => {
+                  engines.close();
+                  done(hostErr ?? err);
+                });
+              }
             });
           }
         });

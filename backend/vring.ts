@@ -32,6 +32,15 @@ export const DEFAULT_STOP_DEADLINE_MS = 3000; // V8.3, like SPDK's session stop 
 /** Upper bound of the spin-before-sleep option: beyond this, polling starves the other side on a small box. */
 export const MAX_POLL_US = 1000;
 
+export interface VringOptions {
+  /** GET_VRING_BASE / memory-table pause waits this long for in-flight requests (V8.3). */
+  stopDeadlineMs?: number;
+  /** Spin-before-sleep budget after a drain, µs (0..MAX_POLL_US; default 0). */
+  pollUs?: number;
+  /** Runs after every drain: an I/O engine submits what the drain queued (one io_uring_enter per batch). */
+  afterDrain?: () => void;
+}
+
 type State = 'running' | 'pausing' | 'paused' | 'stopping' | 'stopped' | 'broken';
 
 export class Vring {
@@ -54,16 +63,20 @@ export class Vring {
   readonly stats = { kicks: 0, calls: 0, chains: 0, spinHits: 0 };
   /** Spin-before-sleep budget in ms (0: re-arm at once). */
   private readonly pollMs: number;
+  private readonly stopDeadlineMs: number;
+  private readonly afterDrain: (() => void) | null;
 
   constructor(
     setup: VringSetup,
     private readonly handler: ChainHandler,
     private readonly log: Logger,
-    private readonly stopDeadlineMs = DEFAULT_STOP_DEADLINE_MS,
-    pollUs = 0,
+    opts: VringOptions = {},
   ) {
+    const pollUs = opts.pollUs ?? 0;
     if (!(pollUs >= 0 && pollUs <= MAX_POLL_US)) throw new RangeError(`pollUs must be 0..${MAX_POLL_US}, got ${pollUs}`);
     this.pollMs = pollUs / 1000;
+    this.stopDeadlineMs = opts.stopDeadlineMs ?? DEFAULT_STOP_DEADLINE_MS;
+    this.afterDrain = opts.afterDrain ?? null;
     this.index = setup.index;
     this.config = setup;
     this.enabled = setup.enabled;
@@ -163,6 +176,7 @@ export class Vring {
       throw err;
     } finally {
       this.draining = false;
+      if (this.afterDrain !== null) this.afterDrain();
     }
     this.flush();
   }

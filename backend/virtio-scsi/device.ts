@@ -31,6 +31,8 @@ export interface VirtioScsiDeviceOptions {
   stopDeadlineMs?: number;
   /** Request queues spin this long for new buffers before sleeping (Vring pollUs). */
   pollUs?: number;
+  /** After each drain of any queue (Vring afterDrain): submit the I/O the drain queued. */
+  afterDrain?: () => void;
 }
 
 interface RunningQueue {
@@ -110,7 +112,9 @@ export class VirtioScsiDevice implements VhostUserDevice {
     this.negotiated = setup.features;
     const handler = this.makeHandler(setup);
     const pollUs = setup.index >= FIRST_REQUEST_QUEUE ? this.opts.pollUs ?? 0 : 0;
-    const vring = new Vring(setup, handler, this.log, this.opts.stopDeadlineMs ?? DEFAULT_STOP_DEADLINE_MS, pollUs);
+    const vring = new Vring(setup, handler, this.log, {
+      stopDeadlineMs: this.opts.stopDeadlineMs ?? DEFAULT_STOP_DEADLINE_MS, pollUs, afterDrain: this.opts.afterDrain,
+    });
     handler.attach(vring);
     this.queues[setup.index] = { vring, handler };
     this.log.debug(`queue ${setup.index} started: size ${setup.size}, last avail ${setup.lastAvailIdx}, ${setup.enabled ? 'enabled' : 'disabled'}`);
