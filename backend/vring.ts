@@ -149,11 +149,13 @@ export class Vring {
   private scheduleDrain(): void {
     if (this.drainScheduled) return;
     this.drainScheduled = true;
-    setImmediate(() => {
-      this.drainScheduled = false;
-      this.drain();
-    });
+    setImmediate(this.drainFromLoop);
   }
+
+  private readonly drainFromLoop = (): void => {
+    this.drainScheduled = false;
+    this.drain();
+  };
 
   private drain(): void {
     if (this.state !== 'running' || !this.enabled) return;
