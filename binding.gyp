@@ -7,6 +7,7 @@
         "backend/native/common.cc",
         "backend/native/eventfd.cc",
         "backend/native/io.cc",
+        "backend/native/iov.cc",
         "backend/native/memory.cc",
         "backend/native/poller.cc",
         "backend/native/sockets.cc",

@@ -60,23 +60,6 @@ Napi::Value Fence(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// A Uint8Array argument's bytes, or false with a TypeError thrown.
-bool ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* name, uint8_t** data, size_t* len) {
-  napi_env env = info.Env();
-  bool isTyped = false;
-  napi_typedarray_type type;
-  void* p = nullptr;
-  if (i < info.Length()) napi_is_typedarray(env, info[i], &isTyped);
-  if (!isTyped ||
-      napi_get_typedarray_info(env, info[i], &type, len, &p, nullptr, nullptr) != napi_ok ||
-      type != napi_uint8_array) {
-    ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE", std::string("The \"") + name + "\" argument must be a Uint8Array");
-    return false;
-  }
-  *data = static_cast<uint8_t*>(p);
-  return true;
-}
-
 // copyBytes(dst, dstOffset, src, srcOffset, length): memcpy between two
 // views without creating subarrays in JS (no allocation per copy).
 // Overlapping ranges are allowed (memmove).
@@ -86,9 +69,9 @@ Napi::Value CopyBytes(const Napi::CallbackInfo& info) {
   uint8_t* src = nullptr;
   size_t dstLen = 0, srcLen = 0;
   uint64_t dstOff = 0, srcOff = 0, n = 0;
-  if (!ArgBytes(info, 0, "dst", &dst, &dstLen)) return env.Undefined();
+  if (!Uint8ArrayValue(env, info[0], "dst", &dst, &dstLen, nullptr)) return env.Undefined();
   if (!ArgUint(info, 1, "dstOffset", kMaxSafeInteger, &dstOff)) return env.Undefined();
-  if (!ArgBytes(info, 2, "src", &src, &srcLen)) return env.Undefined();
+  if (!Uint8ArrayValue(env, info[2], "src", &src, &srcLen, nullptr)) return env.Undefined();
   if (!ArgUint(info, 3, "srcOffset", kMaxSafeInteger, &srcOff)) return env.Undefined();
   if (!ArgUint(info, 4, "length", kMaxSafeInteger, &n)) return env.Undefined();
   if (dstOff > dstLen || n > dstLen - dstOff || srcOff > srcLen || n > srcLen - srcOff) {

@@ -31,6 +31,7 @@
 
 #include "addon.h"
 #include "common.h"
+#include "iov.h"
 #include "memory.h"
 
 namespace vhs {
@@ -159,16 +160,6 @@ void Execute(IoReq* r) {
       break;
   }
 }
-
-// Scratch space for decoding an iovec array on the JS thread; reused.
-struct IovScratch {
-  std::vector<napi_value> values;
-  std::vector<const uint8_t*> ptrs;
-  std::vector<size_t> lens;
-  std::vector<napi_value> buffers;
-  std::vector<bool> inMapping;
-  std::vector<iovec> iov;  // for the synchronous variants
-};
 
 }  // namespace
 
@@ -311,86 +302,6 @@ void OnAsync(uv_async_t* handle) {
   }
 }
 
-// The engine's scratch, or a private one when a JS getter re-entered us
-// while the engine's scratch is in use.
-class ScratchLease {
- public:
-  explicit ScratchLease(IoEngine* e) : e_(e), owner_(!e->scratchBusy) {
-    s_ = owner_ ? &e->scratch : &local_;
-    e->scratchBusy = true;
-  }
-  ~ScratchLease() {
-    if (owner_) e_->scratchBusy = false;
-  }
-  IovScratch& get() { return *s_; }
-
- private:
-  IoEngine* e_;
-  bool owner_;
-  IovScratch local_;
-  IovScratch* s_;
-};
-
-// Decode an iovec array in two passes. Pass 1 reads the elements, which may
-// run JS (index getters); pass 2 takes the data pointers with no JS running
-// in between, so a getter cannot detach a view after we captured it.
-// Zero-length (and detached) views are dropped.
-bool DecodeIov(Napi::Env env, IovScratch& s, napi_value arr, const char* syscall) {
-  s.values.clear();
-  s.ptrs.clear();
-  s.lens.clear();
-  s.buffers.clear();
-  bool isArray = false;
-  napi_is_array(env, arr, &isArray);
-  if (!isArray) {
-    ThrowTypeError(env, "ERR_INVALID_ARG_TYPE",
-                   "The \"iov\" argument must be an Array of Uint8Array");
-    return false;
-  }
-  uint32_t n = 0;
-  napi_get_array_length(env, arr, &n);
-  if (n > kMaxIovecs) {
-    ThrowSystemError(env, EINVAL, syscall);  // what the kernel says beyond UIO_MAXIOV
-    return false;
-  }
-  for (uint32_t k = 0; k < n; k++) {
-    napi_value v = nullptr;
-    if (napi_get_element(env, arr, k, &v) != napi_ok) return false;  // getter threw
-    s.values.push_back(v);
-  }
-  for (uint32_t k = 0; k < n; k++) {
-    uint8_t* data = nullptr;
-    size_t len = 0;
-    napi_value ab = nullptr;
-    if (!Uint8ArrayValue(env, s.values[k], "iov[i]", &data, &len, &ab)) return false;
-    if (len == 0) continue;
-    s.ptrs.push_back(data);
-    s.lens.push_back(len);
-    s.buffers.push_back(ab);
-  }
-  return true;
-}
-
-void FillIovecs(const IovScratch& s, std::vector<iovec>* out) {
-  out->clear();
-  for (size_t k = 0; k < s.ptrs.size(); k++) {
-    out->push_back(iovec{const_cast<uint8_t*>(s.ptrs[k]), s.lens[k]});
-  }
-}
-
-bool CheckEnd(Napi::Env env, uint64_t position, const IovScratch& s) {
-  // position + total must stay a valid off_t; both are far below 2^63 in
-  // practice (position <= 2^53 - 1, total <= 1024 buffers), so this is a
-  // cheap guard, not a hot limit.
-  uint64_t total = 0;
-  for (size_t len : s.lens) total += len;
-  if (total > static_cast<uint64_t>(INT64_MAX) - position) {
-    ThrowRangeError(env, "position + length exceeds the largest file offset");
-    return false;
-  }
-  return true;
-}
-
 // Take holds/references for the decoded views, then queue the request.
 Napi::Value Submit(Napi::Env env, IoEngine* e, IovScratch* sp, IoOp op, int fd, uint64_t pos,
                    bool dsync, napi_value callback) {
@@ -402,18 +313,7 @@ Napi::Value Submit(Napi::Env env, IoEngine* e, IovScratch* sp, IoOp op, int fd, 
   if (sp != nullptr) {
     IovScratch& s = *sp;
     FillIovecs(s, &r->iov);
-    HoldMappingsForIo(s.ptrs, s.lens, &s.inMapping, &r->held);
-    napi_value lastRef = nullptr;
-    for (size_t k = 0; k < s.ptrs.size(); k++) {
-      if (s.inMapping[k]) continue;
-      bool same = false;
-      if (lastRef != nullptr) napi_strict_equals(env, lastRef, s.buffers[k], &same);
-      if (same) continue;  // consecutive views of one buffer need one reference
-      napi_ref ref = nullptr;
-      napi_create_reference(env, s.buffers[k], 1, &ref);
-      r->bufRefs.push_back(ref);
-      lastRef = s.buffers[k];
-    }
+    KeepViewsAlive(env, s, &r->held, &r->bufRefs);
   }
   napi_create_reference(env, callback, 1, &r->callback);
 
@@ -458,7 +358,7 @@ Napi::Value Preadv(const Napi::CallbackInfo& info) {
   if (!ArgFd(info, 0, "fd", &fd)) return env.Undefined();
   if (!ArgUint(info, 2, "position", kMaxSafeInteger, &position)) return env.Undefined();
   if (!ArgFunction(info, 3, "callback", &cb)) return env.Undefined();
-  ScratchLease lease(e);
+  ScratchLease lease(&e->scratch, &e->scratchBusy);
   if (!DecodeIov(env, lease.get(), info[1], "preadv")) return env.Undefined();
   if (!CheckEnd(env, position, lease.get())) return env.Undefined();
   return Submit(env, e, &lease.get(), IoOp::kRead, fd, position, false, cb);
@@ -475,7 +375,7 @@ Napi::Value Pwritev(const Napi::CallbackInfo& info) {
   if (!ArgUint(info, 2, "position", kMaxSafeInteger, &position)) return env.Undefined();
   if (!ArgUint(info, 3, "flags", kFlagDsync, &flags)) return env.Undefined();
   if (!ArgFunction(info, 4, "callback", &cb)) return env.Undefined();
-  ScratchLease lease(e);
+  ScratchLease lease(&e->scratch, &e->scratchBusy);
   if (!DecodeIov(env, lease.get(), info[1], "pwritev")) return env.Undefined();
   if (!CheckEnd(env, position, lease.get())) return env.Undefined();
   return Submit(env, e, &lease.get(), IoOp::kWrite, fd, position, (flags & kFlagDsync) != 0,
@@ -501,7 +401,7 @@ Napi::Value PreadvSync(const Napi::CallbackInfo& info) {
   uint64_t position = 0;
   if (!ArgFd(info, 0, "fd", &fd)) return env.Undefined();
   if (!ArgUint(info, 2, "position", kMaxSafeInteger, &position)) return env.Undefined();
-  ScratchLease lease(e);
+  ScratchLease lease(&e->scratch, &e->scratchBusy);
   IovScratch& s = lease.get();
   if (!DecodeIov(env, s, info[1], "preadv")) return env.Undefined();
   if (!CheckEnd(env, position, s)) return env.Undefined();
@@ -526,7 +426,7 @@ Napi::Value PwritevSync(const Napi::CallbackInfo& info) {
   if (!ArgFd(info, 0, "fd", &fd)) return env.Undefined();
   if (!ArgUint(info, 2, "position", kMaxSafeInteger, &position)) return env.Undefined();
   if (!ArgUint(info, 3, "flags", kFlagDsync, &flags)) return env.Undefined();
-  ScratchLease lease(e);
+  ScratchLease lease(&e->scratch, &e->scratchBusy);
   IovScratch& s = lease.get();
   if (!DecodeIov(env, s, info[1], "pwritev")) return env.Undefined();
   if (!CheckEnd(env, position, s)) return env.Undefined();

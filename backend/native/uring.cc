@@ -75,6 +75,7 @@
 #include <vector>
 
 #include "common.h"
+#include "iov.h"
 #include "memory.h"
 
 namespace vhs {
@@ -126,15 +127,6 @@ inline uint32_t LoadRelaxed(const uint32_t* p) { return __atomic_load_n(p, __ATO
 inline void StoreRelease(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
 // ---- state -----------------------------------------------------------------
-
-// Decoded iovec arguments; reused across calls.
-struct Scratch {
-  std::vector<napi_value> values;
-  std::vector<const uint8_t*> ptrs;
-  std::vector<size_t> lens;
-  std::vector<napi_value> buffers;
-  std::vector<bool> inMapping;
-};
 
 // One request, from readv() to its CQE.
 struct Req {
@@ -198,7 +190,7 @@ struct Ring {
   uint32_t* slotsData = nullptr;
   int32_t* resultsData = nullptr;
 
-  Scratch scratch;
+  IovScratch scratch;
   bool scratchBusy = false;
 };
 
@@ -569,79 +561,6 @@ int SetUpRing(Ring* r, uint32_t entries, const char** syscallName) {
   return 0;
 }
 
-// ---- argument decoding ---------------------------------------------------------
-
-// The ring's scratch, or a private one when a JS getter re-entered us while
-// the ring's scratch is in use.
-class ScratchLease {
- public:
-  explicit ScratchLease(Ring* r) : r_(r), owner_(!r->scratchBusy) {
-    s_ = owner_ ? &r->scratch : &local_;
-    r->scratchBusy = true;
-  }
-  ~ScratchLease() {
-    if (owner_) r_->scratchBusy = false;
-  }
-  Scratch& get() { return *s_; }
-
- private:
-  Ring* r_;
-  bool owner_;
-  Scratch local_;
-  Scratch* s_;
-};
-
-// Two passes: the first reads the elements (index getters may run JS), the
-// second takes the data pointers with no JS in between, so nothing can
-// detach a view after its pointer was captured. Empty and detached views
-// are dropped.
-bool DecodeIov(Napi::Env env, Scratch& s, napi_value arr, const char* syscallName) {
-  s.values.clear();
-  s.ptrs.clear();
-  s.lens.clear();
-  s.buffers.clear();
-  bool isArray = false;
-  napi_is_array(env, arr, &isArray);
-  if (!isArray) {
-    ThrowTypeError(env, "ERR_INVALID_ARG_TYPE",
-                   "The \"iov\" argument must be an Array of Uint8Array");
-    return false;
-  }
-  uint32_t n = 0;
-  napi_get_array_length(env, arr, &n);
-  if (n > kMaxIovecs) {
-    // What the kernel would answer beyond UIO_MAXIOV, said before queueing.
-    ThrowSystemError(env, EINVAL, syscallName);
-    return false;
-  }
-  for (uint32_t k = 0; k < n; k++) {
-    napi_value v = nullptr;
-    if (napi_get_element(env, arr, k, &v) != napi_ok) return false;  // a getter threw
-    s.values.push_back(v);
-  }
-  for (uint32_t k = 0; k < n; k++) {
-    uint8_t* data = nullptr;
-    size_t len = 0;
-    napi_value ab = nullptr;
-    if (!Uint8ArrayValue(env, s.values[k], "iov[i]", &data, &len, &ab)) return false;
-    if (len == 0) continue;
-    s.ptrs.push_back(data);
-    s.lens.push_back(len);
-    s.buffers.push_back(ab);
-  }
-  return true;
-}
-
-bool CheckEnd(Napi::Env env, uint64_t position, const Scratch& s) {
-  uint64_t total = 0;
-  for (size_t len : s.lens) total += len;
-  if (total > static_cast<uint64_t>(INT64_MAX) - position) {
-    ThrowRangeError(env, "position + length exceeds the largest file offset");
-    return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 // ---- the JS object -------------------------------------------------------------
@@ -771,8 +690,8 @@ class UringWrap : public Napi::ObjectWrap<UringWrap> {
       if (!ArgUint(info, 3, "position", kMaxSafeInteger, &position)) return env.Undefined();
       if (op == Op::kWrite && !ArgBool(info, 4, "dsync", &dsync)) return env.Undefined();
     }
-    ScratchLease lease(ring_);
-    Scratch& s = lease.get();
+    ScratchLease lease(&ring_->scratch, &ring_->scratchBusy);
+    IovScratch& s = lease.get();
     if (op != Op::kSync) {
       if (!DecodeIov(env, s, info[2], sc)) return env.Undefined();
       if (!CheckEnd(env, position, s)) return env.Undefined();
@@ -791,24 +710,8 @@ class UringWrap : public Napi::ObjectWrap<UringWrap> {
     Req& q = r->reqs[tag];
     q.busy = true;
     q.slot = static_cast<uint32_t>(slot);
-    q.iov.clear();
-    for (size_t k = 0; k < s.ptrs.size(); k++) {
-      q.iov.push_back(iovec{const_cast<uint8_t*>(s.ptrs[k]), s.lens[k]});
-    }
-    if (!s.ptrs.empty()) {
-      HoldMappingsForIo(s.ptrs, s.lens, &s.inMapping, &q.held);
-      napi_value lastRef = nullptr;
-      for (size_t k = 0; k < s.ptrs.size(); k++) {
-        if (s.inMapping[k]) continue;
-        bool same = false;
-        if (lastRef != nullptr) napi_strict_equals(env, lastRef, s.buffers[k], &same);
-        if (same) continue;  // consecutive views of one buffer need one reference
-        napi_ref ref = nullptr;
-        napi_create_reference(env, s.buffers[k], 1, &ref);
-        q.bufRefs.push_back(ref);
-        lastRef = s.buffers[k];
-      }
-    }
+    FillIovecs(s, &q.iov);
+    KeepViewsAlive(env, s, &q.held, &q.bufRefs);
 
     io_uring_sqe* e = &r->sqes[r->sqLocal & r->sqMask];
     std::memset(e, 0, sizeof(*e));
