@@ -25,6 +25,11 @@ import * as path from 'node:path';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { e2eAvailable, ensureGuest, GuestRun, repoRoot, RunningGuest, startGuest } from '../tests/e2e/harness';
 import { parseSize } from '../scsi-emul/size';
+import { clkTck, DISTURBED_OTHER_PCT, DISTURBED_STEAL_PCT, isDisturbed, parseStatTimes, processCpuTimes, systemCpu } from './procfs';
+import { median, medianOrNull } from './stats';
+
+/** /proc/stat and /proc/PID/stat count USER_HZ ticks. */
+const USER_HZ = clkTck();
 
 // ---------------------------------------------------------------------------------------------
 // Points: fio libaio, direct=1, on the whole disk, time-based after a ramp fio discards.
@@ -177,28 +182,6 @@ const fmtDuration = (s: number): string => (s >= 90 ? `${Math.floor(s / 60)} min
 // ---------------------------------------------------------------------------------------------
 // Host-side CPU accounting. /proc/stat and /proc/PID/stat count USER_HZ ticks.
 
-const USER_HZ = ((): number => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-})();
-
-/** utime and stime (all threads, proc(5) fields 14 and 15) of a process; null once it is gone. */
-function procTicks(pid: number | undefined): { usr: number; sys: number } | null {
-  if (pid === undefined) return null;
-  try {
-    return statTicks(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return null;
-  }
-}
-
-function statTicks(stat: string): { usr: number; sys: number } {
-  // Fields are counted after the ") " that closes the command name, which may hold blanks.
-  const rest = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
-  return { usr: Number(rest[11]), sys: Number(rest[12]) };
-}
-
 /** Ticks of QEMU's TCG vCPU threads ("CPU n/TCG" with -name debug-threads=on). */
 function vcpuTicks(pid: number | undefined): number | null {
   if (pid === undefined) return null;
@@ -207,7 +190,7 @@ function vcpuTicks(pid: number | undefined): number | null {
     for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
       try {
         if (!/^CPU \d+\/TCG$/.test(fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim())) continue;
-        const t = statTicks(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+        const t = parseStatTimes(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
         sum += t.usr + t.sys;
       } catch { /* a thread that just exited */ }
     }
@@ -231,17 +214,16 @@ interface HostSample {
 }
 
 function hostSample(pids: { qemu?: number; ours?: number; qsd?: number }): HostSample {
-  // proc(5): "cpu  user nice system idle iowait irq softirq steal guest guest_nice".
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const host = systemCpu();
   const self = process.cpuUsage();
   return {
     atMs: performance.now(),
-    busy: f[0]! + f[1]! + f[2]! + f[5]! + f[6]!,
-    steal: f[7]!,
-    qemu: procTicks(pids.qemu),
+    busy: host.busy,
+    steal: host.steal,
+    qemu: pids.qemu === undefined ? null : processCpuTimes(`/proc/${pids.qemu}/stat`),
     qemuVcpu: vcpuTicks(pids.qemu),
-    ours: procTicks(pids.ours),
-    qsd: procTicks(pids.qsd),
+    ours: pids.ours === undefined ? null : processCpuTimes(`/proc/${pids.ours}/stat`),
+    qsd: pids.qsd === undefined ? null : processCpuTimes(`/proc/${pids.qsd}/stat`),
     self: ((self.user + self.system) / 1e6) * USER_HZ,
   };
 }
@@ -292,12 +274,6 @@ function hostDelta(a: HostSample, b: HostSample): HostDelta {
     stealPct: Math.max(0, pct(b.steal - a.steal)),
   };
 }
-
-// A run that lost more than this (in % of one host CPU) to other processes or to the hypervisor
-// is marked disturbed: on a quiet box both stay within a few % (same thresholds as
-// bench/host-exposure.ts).
-const OTHER_MAX = 10;
-const STEAL_MAX = 15;
 
 // ---------------------------------------------------------------------------------------------
 // Backend processes on this machine
@@ -493,21 +469,6 @@ interface Cell {
   disturbedRuns: number;
   error?: string;
   samples: Sample[];
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-function medianOrNull(xs: readonly (number | null)[]): number | null {
-  const v = xs.filter((x): x is number => x !== null);
-  return v.length > 0 ? median(v) : null;
-}
-
-function isDisturbed(x: { hostOtherPct: number | null; hostStealPct: number | null }): boolean {
-  return (x.hostOtherPct ?? 0) > OTHER_MAX || (x.hostStealPct ?? 0) > STEAL_MAX;
 }
 
 function makeSample(point: string, b: Backend, round: number, order: number, status: number | null, host: HostDelta | null, rawDir: string): Sample {
@@ -764,8 +725,8 @@ function renderReport(r: ReportInput): string {
   p();
   const whole = `Whole run: other ${r.runShare.otherPct?.toFixed(0) ?? '?'} %, steal ${r.runShare.stealPct.toFixed(0)} % of a host CPU.`;
   p(nDisturbed === 0
-    ? `Disturbance: none (no run lost more than ${OTHER_MAX} % of a host CPU to other processes or ${STEAL_MAX} % to steal). ${whole}`
-    : `Disturbance: **${nDisturbed} of ${allRuns.length} runs disturbed** (other > ${OTHER_MAX} % or steal > ${STEAL_MAX} % of a host CPU): ` +
+    ? `Disturbance: none (no run lost more than ${DISTURBED_OTHER_PCT} % of a host CPU to other processes or ${DISTURBED_STEAL_PCT} % to steal). ${whole}`
+    : `Disturbance: **${nDisturbed} of ${allRuns.length} runs disturbed** (other > ${DISTURBED_OTHER_PCT} % or steal > ${DISTURBED_STEAL_PCT} % of a host CPU): ` +
       `their numbers are low by an unknown amount; re-run when the machine is quiet. ${whole}`);
   p();
 
@@ -828,7 +789,7 @@ function renderReport(r: ReportInput): string {
     'IOThread, thread-pool workers), for context: for qemu-scsi that includes the device emulation and its file I/O; for the two ' +
     'vhost-user devices it is mostly QEMU relaying the backend\'s completion interrupts (TCG has no irqfd).');
   p(`- Disturbance: \`other\` = host CPU used by anything but QEMU, the two backends and this script; \`steal\` = CPU the hypervisor took ` +
-    `from this VM; a run with other > ${OTHER_MAX} % or steal > ${STEAL_MAX} % of a host CPU counts as disturbed.`);
+    `from this VM; a run with other > ${DISTURBED_OTHER_PCT} % or steal > ${DISTURBED_STEAL_PCT} % of a host CPU counts as disturbed.`);
   if (r.warmFailed.length > 0) p(`- Warning: the warm-up failed on ${r.warmFailed.join(', ')} (see console.log).`);
   p(`- On SIGTERM after the run our backend exited with ${r.exits.ours}, qemu-storage-daemon with ${r.exits.qsd}.`);
   p();
@@ -1021,7 +982,7 @@ async function main(): Promise<void> {
         virtqueueSize: VQ_SIZE, qsdAio: o.qsdAio, qemuIothread: o.qemuIothread, backendArgs: o.backendArgs,
         points: o.points.map((x) => ({ name: x, ...POINTS[x]! })),
       },
-      thresholds: { otherPct: OTHER_MAX, stealPct: STEAL_MAX }, userHz: USER_HZ, commandLines,
+      thresholds: { otherPct: DISTURBED_OTHER_PCT, stealPct: DISTURBED_STEAL_PCT }, userHz: USER_HZ, commandLines,
       devices: Object.fromEntries(devs), hostCpuShares: runShare,
       disturbedRuns: allRuns.filter(isDisturbed).length, runs: allRuns.length,
       target: {

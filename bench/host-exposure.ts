@@ -23,6 +23,8 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { e2eAvailable, ensureGuest, GuestRun, repoRoot, startGuest } from '../tests/e2e/harness';
 import { parseSize } from '../scsi-emul/size';
+import { clkTck, DISTURBED_OTHER_PCT, DISTURBED_STEAL_PCT, isDisturbed, processCpuTimes, systemCpu } from './procfs';
+import { median, medianOrNull } from './stats';
 
 // ---------------------------------------------------------------------------------------------
 // The fio jobs. libaio + direct=1 on the whole disk; time-based after a ramp whose numbers fio
@@ -249,17 +251,6 @@ function parseFio(file: string, job: JobDef): { iops: number; mibps: number; p50
   return { iops: side.iops, mibps: side.bw_bytes / 1048576, p50: p50 / 1000, p99: p99 / 1000 };
 }
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-function medianOrNull(xs: readonly (number | null)[]): number | null {
-  const v = xs.filter((x): x is number => x !== null);
-  return v.length > 0 ? median(v) : null;
-}
-
 function collect(o: Options, outDir: string, script: string, host: ReadonlyMap<string, HostShare>): Cell[] {
   const cells: Cell[] = [];
   for (const b of o.backends) {
@@ -329,8 +320,8 @@ function table(rows: string[][]): string {
 // hypervisor takes from this (virtual) machine. The lead's test suite may run QEMU guests on the
 // same two cores; this makes that visible per job.
 
-/** USER_HZ: the unit of /proc/stat and /proc/PID/stat times (100 on x86 Linux). */
-const USER_HZ = 100;
+/** USER_HZ: the unit of /proc/stat and /proc/PID/stat times. */
+const USER_HZ = clkTck();
 
 interface HostSample {
   at: number;
@@ -343,35 +334,20 @@ interface HostSample {
 
 interface HostShare { otherPct: number; stealPct: number }
 
-// A job run that lost more than this (in % of one host CPU) to other processes or to the
-// hypervisor is marked disturbed: on a quiet box both stay within a few %.
-const OTHER_MAX = 10;
-const STEAL_MAX = 15;
-
-function isDisturbed(x: { hostOtherPct: number | null; hostStealPct: number | null }): boolean {
-  return (x.hostOtherPct ?? 0) > OTHER_MAX || (x.hostStealPct ?? 0) > STEAL_MAX;
-}
-
 class HostCpu {
   constructor(private readonly qemuPid: number) {}
 
   sample(): HostSample {
-    // proc(5): "cpu  user nice system idle iowait irq softirq steal guest guest_nice"; guest
-    // time is already inside user.
-    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const busy = f[0]! + f[1]! + f[2]! + f[5]! + f[6]!;
-    let qemu = 0;
-    let alive = true;
-    try {
-      // Fields 14 and 15 (utime, stime; all threads) counted after the ") " that closes the
-      // command name.
-      const rest = fs.readFileSync(`/proc/${this.qemuPid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
-      qemu = Number(rest[11]) + Number(rest[12]);
-    } catch {
-      alive = false;
-    }
+    const host = systemCpu();
+    const qemu = processCpuTimes(`/proc/${this.qemuPid}/stat`);
     const self = process.cpuUsage();
-    return { at: Date.now(), otherTicks: busy - qemu - ((self.user + self.system) / 1e6) * USER_HZ, stealTicks: f[7]!, alive };
+    const selfTicks = ((self.user + self.system) / 1e6) * USER_HZ;
+    return {
+      at: Date.now(),
+      otherTicks: host.busy - (qemu === null ? 0 : qemu.usr + qemu.sys) - selfTicks,
+      stealTicks: host.steal,
+      alive: qemu !== null,
+    };
   }
 }
 
@@ -499,7 +475,7 @@ async function main(): Promise<void> {
     `of one host CPU, the hypervisor took ${runShare.stealPct.toFixed(0)} % (steal); 1-min load average ${load0[0]!.toFixed(2)} at start, ` +
     `${loadMax.toFixed(2)} at most`);
   p(nDisturbed === 0 ? 'disturbance: none (no job lost more than the thresholds below)'
-    : `disturbance: ${nDisturbed} of ${allSamples.length} job runs lost CPU (other > ${OTHER_MAX} % or steal > ${STEAL_MAX} %): ` +
+    : `disturbance: ${nDisturbed} of ${allSamples.length} job runs lost CPU (other > ${DISTURBED_OTHER_PCT} % or steal > ${DISTURBED_STEAL_PCT} %): ` +
       'their numbers are low by an unknown amount; re-run when the machine (and the one hosting it) is quiet');
   if (o.cpuProf) p('ours ran under node --cpu-prof (ours.<round>.cpuprofile in the results): its numbers are NOT comparable');
   p(`images: ${sizeMiB} MiB each, zero-filled, on one tmpfs in the guest, one backend at a time, each disk behind its own tcm_loop SAS port`);
@@ -512,7 +488,7 @@ async function main(): Promise<void> {
   p('  each backend\'s Block Limits VPD page: larger I/Os are split by the host before they reach the backend.');
   p('  backend CPU = the backend process\'s utime+stime (user+sys) in the guest over the job, ramp included, in % of one');
   p('  vCPU. other/steal = host CPU used by other processes than this QEMU / taken by the hypervisor during the job,');
-  p(`  in % of one host CPU; a job run with other > ${OTHER_MAX} % or steal > ${STEAL_MAX} % is marked disturbed.`);
+  p(`  in % of one host CPU; a job run with other > ${DISTURBED_OTHER_PCT} % or steal > ${DISTURBED_STEAL_PCT} % is marked disturbed.`);
   p();
   for (const b of o.backends) {
     const d = devs.get(b);
@@ -572,7 +548,7 @@ async function main(): Promise<void> {
   fs.writeFileSync(path.join(outDir, 'summary.json'), `${JSON.stringify({
     command, qemuVersion, accel, smp: o.smp, memoryMiB, guest: info, tcmuRunner: tcmur.version || null,
     hostCpu: os.cpus()[0]?.model ?? null, loadAverage: { start: load0, max1min: loadMax, end: load1 }, hostCpuShares: runShare, disturbedJobRuns: nDisturbed,
-    thresholds: { otherPct: OTHER_MAX, stealPct: STEAL_MAX },
+    thresholds: { otherPct: DISTURBED_OTHER_PCT, stealPct: DISTURBED_STEAL_PCT },
     options: { runtimeS: o.runtimeS, rampS: o.rampS, warmupS: o.warmupS, rounds: o.rounds, cpuProf: o.cpuProf, sizeBytes: o.sizeBytes, jobs: o.jobs.map((j) => ({ name: j, ...JOBS[j]! })), backends: o.backends },
     devices: Object.fromEntries(devs), configuration: Object.fromEntries(confs), skipped: Object.fromEntries(skips), warnings,
     results, qemuCommandLine: run.commandLine, bootSeconds: run.bootSeconds, durationMs: run.durationMs,

@@ -24,13 +24,13 @@ import {
   BACKEND_IDS, BACKENDS, PLACEMENT_CPUS, PLACEMENT_LEGEND, QSD_BACKENDS, buildPlan, bsArg, pointById, vqSizeFor,
   type BackendId, type Case, type Mode, type PointDef,
 } from './matrix/plan';
-import { clkTck, processCpuTicks, systemCpu, threadCount, type SystemCpu } from './matrix/procfs';
+import { clkTck, DISTURBED_OTHER_PCT, DISTURBED_STEAL_PCT, processCpuTicks, systemCpu, threadCount, type SystemCpu } from './procfs';
 import { markdownReport, printedReport, fmtCount, fmtRatio, type ReportContext } from './matrix/report';
 import {
-  DISTURBED_OTHER_PCT, DISTURBED_STEAL_PCT, evaluateTargets, queueScaling, summarizeCase,
+  evaluateTargets, queueScaling, summarizeCase,
   type CaseResult, type Sample,
 } from './matrix/results';
-import { rotate } from './matrix/stats';
+import { rotate } from './stats';
 import { renderSvg } from './matrix/svg';
 
 const REPO = path.resolve(__dirname, '..', '..');

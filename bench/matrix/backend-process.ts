@@ -9,7 +9,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { BackendId } from './plan';
-import { processCpuTicks, threadAffinities } from './procfs';
+import { processCpuTicks, threadAffinities } from '../procfs';
 
 export type GcKind = 'scavenge' | 'mark-compact' | 'minor-mc' | 'other';
 

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as os from 'node:os';
-import { clkTck } from './procfs';
+import { clkTck } from '../procfs';
 
 function run(cmd: string, args: string[], cwd?: string): string | null {
   try {

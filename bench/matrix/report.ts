@@ -2,7 +2,7 @@
 
 import { BACKENDS, GROUPS, PLACEMENT_CPUS, PLACEMENT_LEGEND, PLACEMENTS, type BackendId } from './plan';
 import { queueScaling, type BackendSummary, type CaseSummary, type TargetResult } from './results';
-import type { Spread } from './stats';
+import type { Spread } from '../stats';
 
 /** 3 significant digits with k/M: 215k, 21.5k, 1.23M, 950. */
 export function fmtCount(v: number): string {

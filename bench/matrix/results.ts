@@ -4,7 +4,7 @@
 import type { GcCounts } from './backend-process';
 import type { GenResult } from './loadgen';
 import { GROUPS, caseKey, type BackendId, type GroupId, type Mode, type Placement, type PointDef } from './plan';
-import { ratio, spread, type Spread } from './stats';
+import { ratio, spread, type Spread } from '../stats';
 
 /** CPU accounting over the sampled window (strictly inside the generator's measured window). */
 export interface WindowSample {
@@ -57,10 +57,6 @@ export interface CaseResult {
   backends: BackendId[];
   samples: Sample[];
 }
-
-/** Thresholds that mark a run as disturbed (as bench/host-exposure does). */
-export const DISTURBED_OTHER_PCT = 10;
-export const DISTURBED_STEAL_PCT = 15;
 
 export interface BackendSummary {
   backend: BackendId;

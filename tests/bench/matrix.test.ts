@@ -14,10 +14,10 @@ import { BackendProcess, countGc, parseGcLine, type GcEvent } from '../../bench/
 import { parseGenOutput } from '../../bench/matrix/loadgen';
 import { parseOptions, splitArgs, UsageError } from '../../bench/matrix/options';
 import { buildPlan, bsArg, pointById, vqSizeFor, BACKEND_IDS, MODES, PLACEMENTS, POINTS } from '../../bench/matrix/plan';
-import { parseProcStat, parseStatCpuTicks } from '../../bench/matrix/procfs';
+import { isDisturbed, parseProcStat, parseStatCpuTicks, parseStatTimes } from '../../bench/procfs';
 import { fmtCount, fmtRatio, markdownReport, printedReport, type ReportContext } from '../../bench/matrix/report';
 import { evaluateTargets, summarizeCase, type CaseResult, type Sample } from '../../bench/matrix/results';
-import { ratio, rotate, spread } from '../../bench/matrix/stats';
+import { median, medianOrNull, ratio, rotate, spread } from '../../bench/stats';
 import { renderSvg } from '../../bench/matrix/svg';
 
 const defaults = { outDir: '/tmp/out', loadgen: '/x/vhost_loadgen' };
@@ -157,6 +157,19 @@ t.test('/proc parsing', async (t) => {
   const ps = parseProcStat('cpu  100 5 50 1000 7 3 2 9 0 0\ncpu0 50 2 25 500 3 1 1 4 0 0\nintr 1\n');
   t.same(ps, { busy: 100 + 5 + 50 + 3 + 2, idle: 1007, steal: 9 });
   t.throws(() => parseStatCpuTicks('garbage'));
+});
+
+t.test('shared helpers of every bench: median, proc times, disturbance', async (t) => {
+  t.equal(median([3, 1, 2]), 2);
+  t.equal(median([4, 1, 3, 2]), 2.5);
+  t.throws(() => median([]), RangeError);
+  t.equal(medianOrNull([null, 5, null, 7]), 6);
+  t.equal(medianOrNull([null]), null);
+  t.same(parseStatTimes('4242 (node (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 11'), { usr: 1234, sys: 567 },
+    'fields 14 and 15, counted after the last ")"');
+  t.equal(isDisturbed({ hostOtherPct: 10, hostStealPct: 15 }), false, 'the thresholds themselves are quiet');
+  t.equal(isDisturbed({ hostOtherPct: 10.1, hostStealPct: null }), true);
+  t.equal(isDisturbed({ hostOtherPct: null, hostStealPct: 15.1 }), true);
 });
 
 t.test('stats', async (t) => {

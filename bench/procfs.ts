@@ -1,4 +1,5 @@
-// CPU accounting from /proc (proc(5)). Times are in clock ticks (USER_HZ, `getconf CLK_TCK`).
+// CPU accounting from /proc (proc(5)) for every bench. Times are in clock ticks (USER_HZ,
+// `getconf CLK_TCK`).
 
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -30,15 +31,42 @@ export function processCpuTicks(pid: number): number | null {
 }
 
 /** proc(5): fields 14 utime and 15 stime; the comm field (2) may hold blanks and parentheses, so count from the last ')'. */
-export function parseStatCpuTicks(stat: string): number {
+export function parseStatTimes(stat: string): { usr: number; sys: number } {
   const close = stat.lastIndexOf(')');
   if (close < 0) throw new Error('malformed /proc/PID/stat');
   const rest = stat.slice(close + 2).split(' ');
   // rest[0] is field 3 (state); utime is field 14 → rest[11], stime field 15 → rest[12].
-  const utime = Number(rest[11]);
-  const stime = Number(rest[12]);
-  if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error('malformed /proc/PID/stat');
-  return utime + stime;
+  const usr = Number(rest[11]);
+  const sys = Number(rest[12]);
+  if (!Number.isFinite(usr) || !Number.isFinite(sys)) throw new Error('malformed /proc/PID/stat');
+  return { usr, sys };
+}
+
+export function parseStatCpuTicks(stat: string): number {
+  const t = parseStatTimes(stat);
+  return t.usr + t.sys;
+}
+
+/** utime and stime of a process or thread (/proc/PID/stat or /proc/PID/task/TID/stat); null once it is gone. */
+export function processCpuTimes(statPath: string): { usr: number; sys: number } | null {
+  let s: string;
+  try {
+    s = readFileSync(statPath, 'latin1');
+  } catch {
+    return null;
+  }
+  return parseStatTimes(s);
+}
+
+/**
+ * A run that lost more than this (in % of one host CPU) to other processes, or to the hypervisor
+ * (steal: this box is itself a VM), is marked disturbed: on a quiet box both stay within a few %.
+ */
+export const DISTURBED_OTHER_PCT = 10;
+export const DISTURBED_STEAL_PCT = 15;
+
+export function isDisturbed(x: { hostOtherPct: number | null; hostStealPct: number | null }): boolean {
+  return (x.hostOtherPct ?? 0) > DISTURBED_OTHER_PCT || (x.hostStealPct ?? 0) > DISTURBED_STEAL_PCT;
 }
 
 export interface SystemCpu {

@@ -16,6 +16,18 @@ export function spread(values: readonly (number | null | undefined)[]): Spread |
   return { median, min: v[0], max: v[v.length - 1], n: v.length };
 }
 
+/** Median of a non-empty list. */
+export function median(values: readonly number[]): number {
+  const s = spread(values);
+  if (s === null) throw new RangeError('median of an empty list');
+  return s.median;
+}
+
+/** Median of the values present, null if none. */
+export function medianOrNull(values: readonly (number | null)[]): number | null {
+  return spread(values)?.median ?? null;
+}
+
 /** a / b of two medians, null when either is missing or b is 0. */
 export function ratio(a: Spread | null | undefined, b: Spread | null | undefined): number | null {
   if (a == null || b == null || b.median === 0) return null;
