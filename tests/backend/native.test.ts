@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { isSystemError, native } from '../../backend/native';
+import { throwsLike } from './throws-like';
 import type { SystemError } from '../../backend/native';
 
 const PAGE = 4096;
@@ -31,24 +32,6 @@ function spawnPlainNode(prefix: string[], args: string[]): ReturnType<typeof spa
 
 function openFds(): number {
   return fs.readdirSync('/proc/self/fd').length;
-}
-
-/** Run fn, expect it to throw an instance of ctor with the given own properties. */
-function throwsLike(
-  t: tap.Test,
-  fn: () => unknown,
-  ctor: ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor,
-  props: Record<string, unknown>,
-  msg: string,
-): void {
-  let caught: unknown = undefined;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  t.ok(caught instanceof ctor, `${msg}: throws ${ctor.name} (got ${String(caught)})`);
-  t.match(caught, props, `${msg}: error properties`);
 }
 
 function sysErr(code: string, errno: number, syscall: string): Record<string, unknown> {

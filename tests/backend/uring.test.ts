@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { native } from '../../backend/native';
+import { throwsLike } from './throws-like';
 import type { SystemError } from '../../backend/native';
 import type { Uring, UringCompletion, UringOptions } from '../../backend/binding';
 import { UringIoEngine } from '../../backend/uring-engine';
@@ -77,18 +78,6 @@ class Harness {
       this.batchWaiter = resolve;
     });
   }
-}
-
-function throwsLike(t: tap.Test, fn: () => unknown,
-  ctor: ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor, props: Record<string, unknown>, msg: string): void {
-  let caught: unknown = undefined;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  t.ok(caught instanceof ctor, `${msg}: throws ${ctor.name} (got ${String(caught)})`);
-  t.match(caught, props, `${msg}: error properties`);
 }
 
 function pattern(len: number, seed: number): Buffer {
