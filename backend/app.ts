@@ -106,9 +106,9 @@ export class IoEngines {
   }
 }
 
-function openStore(l: LunConfig, engines: IoEngines | undefined): BlockStore {
+function openStore(l: LunConfig, engines: IoEngines): BlockStore {
   if (l.backstore === 'ram') return createRamStore({ sizeBytes: l.size!, name: `ram${l.lun}`, copy: native.copyBytes });
-  const { engine, io } = engines?.forLun(l) ?? { engine: nativeIoEngine, io: l.io === 'inline' ? 'inline' as const : 'auto' as const };
+  const { engine, io } = engines.forLun(l);
   try {
     return createFileStore({ path: l.path!, sizeBytes: l.size, readOnly: l.readOnly, direct: l.direct, engine, io });
   } catch (e) {
@@ -131,8 +131,8 @@ export function prStateKey(l: LunConfig): string {
 }
 
 /** The store and logical unit of one configured LUN (at start and when a reload adds it). */
-export function openLogicalUnit(l: LunConfig, pr?: { persistence: PrPersistence; dirs: { persistentDir: string; volatileDir: string } },
-  engines?: IoEngines): LogicalUnit {
+export function openLogicalUnit(l: LunConfig, engines: IoEngines,
+  pr?: { persistence: PrPersistence; dirs: { persistentDir: string; volatileDir: string } }): LogicalUnit {
   let persistentReservations;
   if (pr !== undefined) {
     const key = prStateKey(l);
@@ -213,7 +213,7 @@ export function startBackend(config: ServeConfig, log = new Logger(config.logLev
   const dirs = { persistentDir: config.stateDir, volatileDir: config.runDir };
   const pr = { persistence: new FilePrPersistence(dirs), dirs };
   const engines = new IoEngines(log.child('io'));
-  const open = (l: LunConfig): LogicalUnit => openLogicalUnit(l, pr, engines);
+  const open = (l: LunConfig): LogicalUnit => openLogicalUnit(l, engines, pr);
   const stores: BlockStore[] = [];
   try {
     if (config.targetPortGroups !== undefined) target.setTargetPortGroups(aluaGroups(config.targetPortGroups, config.ports, config.hostLuns));

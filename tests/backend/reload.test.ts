@@ -7,13 +7,13 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeGuestMemory, FakeSplitDriver, featureBit, VirtioFeature } from '../../virtqueue';
-import { ScsiTarget } from '../../scsi-emul';
+import { ScsiTarget, type LogicalUnit } from '../../scsi-emul';
 import { VirtioScsiDevice } from '../../backend/virtio-scsi/device';
 import { VirtioScsiFeature } from '../../backend/virtio-scsi/spec';
 import type { VringSetup } from '../../backend/vhost-user/device';
 import { Logger } from '../../backend/log';
 import { native } from '../../backend/native';
-import { openLogicalUnit } from '../../backend/app';
+import { IoEngines, openLogicalUnit } from '../../backend/app';
 import { loadConfigFile, parseLunSpec, type LunConfig } from '../../backend/config';
 import { LunReloader, planReload, type ReloadResult, type RunningLun } from '../../backend/reload';
 import { spawnBackend } from '../e2e/backend-process';
@@ -70,14 +70,17 @@ function rig(fileLuns: unknown[], opts: { cli?: LunConfig[]; features?: bigint; 
   targets.push(target);
   // The same path the CLI takes: the file's entries are parsed by loadConfigFile.
   const luns = [...(loadConfigFile(configFile).luns ?? []), ...cli];
-  for (const l of luns) target.addLogicalUnit(l.lun, openLogicalUnit(l));
+  const engines = new IoEngines(new Logger('silent'));
+  t.teardown(() => engines.close());
+  const open = (l: LunConfig): LogicalUnit => openLogicalUnit(l, engines);
+  for (const l of luns) target.addLogicalUnit(l.lun, open(l));
   const device = new VirtioScsiDevice({
     target, nexus: { initiatorPort: 'test-initiator', targetPortId: 1 }, numRequestQueues: 1, log: new Logger('silent'),
   });
   device.connected();
   const log = new Lines();
   const reloader = new LunReloader({
-    target, events: device, log: new Logger('info', log), open: openLogicalUnit, hostLuns: opts.hostLuns,
+    target, events: device, log: new Logger('info', log), open, hostLuns: opts.hostLuns,
     config: {
       socket: '/run/x.sock', queues: 1, logLevel: 'info', initiatorId: 'test-initiator', luns, configFile,
       commandLineLuns: cli.map((l) => l.lun),
